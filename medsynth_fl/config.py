@@ -1,0 +1,319 @@
+"""Typed configuration: one model per section, defaults in one place, presets as overrides.
+
+The defaults below are seed 000's settings (the ``paper`` preset only adds the
+pretrained checkpoint and the image size); ``configs/*.yaml`` override only what
+differs. Every section rejects unknown keys and wrong types with an error that
+names the dotted key, so a typo in a hospital's YAML never silently falls back
+to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+ISIC_CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the images come from and how they are split."""
+
+    source: Literal["embedded", "shards", "isic_raw", "npz"] = "embedded"
+    path: str | None = None  # shards folder, ISIC root or .npz; None for embedded
+    image_size: int = Field(64, ge=16, le=512)
+    classes: list[str] = Field(default_factory=lambda: list(ISIC_CLASSES))
+    centers: list[str] | None = None  # keep only these centres (None: all)
+    split: Literal["flamby", "lesion"] = "flamby"  # FLamby fold, or our own
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # used by split=lesion
+    split_seed: int = 0
+    on_corrupt: Literal["skip", "error"] = "skip"
+    empty_class: Literal["error", "skip"] = "error"
+    cache_dir: str = ".cache/medsynth/images"
+
+
+class GeneratorConfig(_Section):
+    """Attention generator of seed 000 §3.1."""
+
+    arch: Literal["attention"] = "attention"
+    ngf: int = Field(64, ge=4)  # channels of the first encoder stage
+    n_res_blocks: int = Field(6, ge=1)  # residual attention blocks in the transition
+    use_mask: bool = True  # eq. (1) blend; False: s = g (ablation)
+    canvas_downsample: int = Field(4, ge=1)  # noise canvas is image_size / this
+    embed_dim: int = Field(16, ge=1)  # class-embedding channels fed to the encoder
+    spectral_norm: bool = True
+
+
+class CriticConfig(_Section):
+    """Discriminator F_a: 9 convolutions + 2 fully connected layers."""
+
+    ndf: int = Field(64, ge=4)
+    fc_hidden: int = Field(256, ge=8)
+    spectral_norm: bool = False  # WGAN-GP already constrains the critic
+
+
+class Phase1Config(_Section):
+    """WGAN-GP pre-training, eqs. (2)-(3)."""
+
+    steps: int = Field(23750, ge=0)  # generator updates; paper: 150 epochs
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1.0e-4, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)  # "momentum 0.9" (seed 000 §4.2)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    n_critic: int = Field(5, ge=1)
+    lambda_gp: float = Field(10.0, ge=0)
+    class_sampling: Literal["natural", "sqrt", "balanced"] = "sqrt"
+
+
+class Phase2Config(_Section):
+    """Logit matching against the fine-tuned ViT teacher, eqs. (4)-(5)."""
+
+    steps: int = Field(5000, ge=0)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1.0e-4, gt=0)
+    lambda_g: float = Field(0.01, ge=0)  # weight of the adversarial term L_g
+    critic_steps: int = Field(1, ge=0)  # critic updates per step (0: frozen)
+    class_sampling: Literal["natural", "sqrt", "balanced"] = "balanced"
+
+
+class ViTConfig(_Section):
+    """A timm ViT, adapted with LoRA (peft) or fully trained."""
+
+    model: str = "vit_base_patch16_224"
+    img_size: int | None = None  # None: the model's own; inputs are resized to it
+    patch_size: int | None = None  # None: the model's own
+    embed_dim: int | None = None  # None: the model's own (set for small CPU ViTs)
+    depth: int | None = None
+    num_heads: int | None = None
+    pretrained: str | None = None  # local checkpoint path, "hub", or None
+    adaptation: Literal["lora", "full"] = "lora"
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class ClassifierTrainConfig(_Section):
+    """Training of a ViT classifier (the site's teacher or the downstream model)."""
+
+    vit: ViTConfig = Field(default_factory=ViTConfig)
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(32, ge=2)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)  # seed 000 §4.2
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    class_sampling: Literal["natural", "sqrt", "balanced"] = "sqrt"
+    augment: bool = True  # flips and 90° rotations: dermoscopy has no orientation
+
+
+class SamplingConfig(_Section):
+    """Drawing a condensed set from a generator."""
+
+    ipc: int = Field(50, ge=1)  # images per class
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+
+
+class PackageConfig(_Section):
+    """Generator package limits and identity."""
+
+    site_id: str = "site"
+    max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+
+
+class TrainingConfig(_Section):
+    """Cross-phase run settings: seed, checkpoints, logging."""
+
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1)  # steps
+    log_every: int = Field(50, ge=1)
+
+
+class AuditConfig(_Section):
+    """Membership-inference audits and the site's release gate."""
+
+    max_auc: float = Field(0.60, gt=0.5, le=1.0)  # gate: refuse above this
+    n_generated: int = Field(2000, ge=10)  # samples for distance attacks
+    shadow_steps: int = Field(1000, ge=0)
+    encoder_steps: int = Field(1000, ge=0)
+    max_candidates: int = Field(1000, ge=10)  # per side (members / non-members)
+    batch_size: int = Field(32, ge=2)  # shadow-GAN and recovery-encoder batches
+    shadow_width: int = Field(32, ge=4)  # ngf and ndf of the black-box shadow GAN
+    shadow_n_critic: int = Field(5, ge=1)  # critic updates per shadow-GAN step
+    shadow_lr: float = Field(1.0e-4, gt=0)  # Adam, as in phase I
+    encoder_lr: float = Field(1.0e-3, gt=0)  # Adam, recovery encoders
+    density_k: int = Field(5, ge=1)  # k of the k-NN density (distribution attack)
+
+
+class FederationConfig(_Section):
+    """How simulated sites are carved from the data and what the coordinator asks."""
+
+    partition: Literal["natural", "dirichlet", "iid"] = "natural"
+    num_sites: int = Field(4, ge=1)  # dirichlet / iid only
+    alpha: float = Field(0.5, gt=0)  # Dirichlet concentration
+    min_sites: int = Field(2, ge=1)
+    timeout_s: float = Field(3600.0, gt=0)
+    ipc: int = Field(50, ge=1)
+
+
+class Config(_Section):
+    """The whole resolved configuration."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    phase1: Phase1Config = Field(default_factory=Phase1Config)
+    phase2: Phase2Config = Field(default_factory=Phase2Config)
+    teacher: ClassifierTrainConfig = Field(default_factory=ClassifierTrainConfig)
+    classifier: ClassifierTrainConfig = Field(default_factory=ClassifierTrainConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    package: PackageConfig = Field(default_factory=PackageConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+
+    def digest(self) -> str:
+        """Return a short sha256 of the resolved config (provenance in manifests)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """Render the resolved config as YAML (written into every run folder)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid configuration from {origin}:\n  " + "\n  ".join(lines)
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """Map a preset name (``cpu``) or a YAML path to an existing file."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    candidate = CONFIGS_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name_or_path!r}; known presets: {known}")
+    return candidate
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping with ``yaml.safe_load``; errors name the file."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """Turn ``phase1.steps=10`` into ``{"phase1": {"steps": 10}}`` (value read as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    keys = dotted.strip().replace("-", "_").split(".")
+    try:
+        value: Any = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML") from exc
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def load_config(
+    preset: str | Path | None = None, overrides: list[str] | dict | None = None
+) -> Config:
+    """Build a validated :class:`Config` from defaults, a preset and overrides.
+
+    Parameters
+    ----------
+    preset
+        A preset name from ``configs/`` or a path to a YAML file; None for defaults.
+    overrides
+        Dotted ``key=value`` strings, or an already nested mapping.
+
+    Returns
+    -------
+    Config
+        The resolved, frozen configuration.
+    """
+    merged: dict[str, Any] = {}
+    origin = "defaults"
+    if preset is not None:
+        path = resolve_preset(preset)
+        merged = read_yaml(path)
+        origin = str(path)
+    if isinstance(overrides, dict):
+        merged = _deep_merge(merged, overrides)
+    else:
+        for item in overrides or []:
+            merged = _deep_merge(merged, parse_override(item))
+        if overrides:
+            log.info("config overrides: %s", ", ".join(overrides))
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def from_flower(run_config: dict[str, Any], node_config: dict[str, Any]) -> Config:
+    """Build the config inside a Flower app from flat run config and node config.
+
+    Run config carries ``preset`` and dotted kebab-case overrides
+    (``phase2.lambda-g = 0.1``); node config carries site facts
+    (``data-path``, ``site-id``). An empty run config gives the defaults, so
+    in-process ``run_simulation`` behaves like ``flwr run``.
+    """
+    preset = run_config.get("preset")
+    overrides = []
+    for key, value in run_config.items():
+        if key == "preset" or "." not in key:
+            continue
+        overrides.append(f"{key.replace('-', '_')}={json.dumps(value)}")
+    for node_key, cfg_key in (
+        ("data-path", "data.path"),
+        ("data-source", "data.source"),
+        ("site-id", "package.site_id"),
+    ):
+        if node_key in node_config:
+            overrides.append(f"{cfg_key}={json.dumps(node_config[node_key])}")
+    return load_config(str(preset) if preset else None, overrides)

@@ -1,0 +1,63 @@
+"""Provenance written first by every run: resolved config, seed, versions, git revision."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import Config
+from .data.imageset import ImageSet
+
+
+def git_revision() -> str:
+    """The repository's HEAD commit, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine_description() -> str:
+    """A short description of this machine (for benchmark JSON)."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {gpu}"
+
+
+def write_provenance(
+    out_dir: Path, cfg: Config, world_size: int, data: ImageSet | None = None
+) -> None:
+    """Write ``config.yaml`` and ``provenance.json`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(cfg.to_yaml())
+    info = {
+        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": cfg.training.seed,
+        "config_digest": cfg.digest(),
+        "git_revision": git_revision(),
+        "versions": {
+            "medsynth_fl": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "world_size": world_size,
+        "machine": machine_description(),
+    }
+    if data is not None:
+        info["images"] = len(data)
+        info["images_per_class"] = dict(
+            zip(data.class_names, map(int, data.class_counts()), strict=True)
+        )
+    (out_dir / "provenance.json").write_text(json.dumps(info, indent=2))

@@ -1,0 +1,1 @@
+"""Training phases of MedSynth: phase I (WGAN-GP), the ViT teacher, phase II, and the loop."""

@@ -1,0 +1,68 @@
+"""Drawing training batches from an in-memory image set, with class re-weighting."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+ClassSampling = Literal["natural", "sqrt", "balanced"]
+
+
+def class_weights(
+    labels: np.ndarray, num_classes: int, mode: ClassSampling
+) -> np.ndarray:
+    """Per-image sampling probabilities.
+
+    ``natural`` draws images uniformly; ``balanced`` gives every present class
+    the same mass; ``sqrt`` gives a class mass ∝ sqrt(count), a compromise that
+    shows rare classes more often without replaying their few images as often as
+    ``balanced`` does (which would favour memorisation).
+    """
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    if mode == "natural":
+        per_class = np.ones(num_classes)
+    elif mode == "sqrt":
+        per_class = 1.0 / np.sqrt(np.maximum(counts, 1))
+    else:
+        per_class = 1.0 / np.maximum(counts, 1)
+    w = per_class[labels]
+    return w / w.sum()
+
+
+class BatchSampler:
+    """Draws batches of (image, label) tensors from tensors held in memory."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        num_classes: int,
+        mode: ClassSampling = "natural",
+    ):
+        if len(images) == 0:
+            raise ValueError("cannot draw batches from an empty image set")
+        self.images = images
+        self.labels = labels
+        self.p = class_weights(labels.numpy(), num_classes, mode)
+
+    def draw(
+        self, rng: np.random.Generator, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of ``n`` images drawn with replacement under the class weights."""
+        idx = torch.from_numpy(rng.choice(len(self.p), size=n, p=self.p))
+        return self.images[idx], self.labels[idx]
+
+
+def dihedral_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random flip and 90° rotation per image: dermoscopy has no canonical orientation."""
+    flips = rng.integers(0, 2, size=len(x))
+    rots = rng.integers(0, 4, size=len(x))
+    out = x.clone()
+    for i in range(len(x)):
+        img = out[i]
+        if flips[i]:
+            img = img.flip(-1)
+        out[i] = torch.rot90(img, int(rots[i]), dims=(-2, -1))
+    return out

@@ -1,0 +1,272 @@
+"""MedSynth condensation at one site: phase I → teacher → phase II → signed package.
+
+Runs as one process or under ``torchrun`` (the caller initialises
+:mod:`.distributed`). A checkpoint is written every ``training.checkpoint_every``
+steps and on SIGTERM; ``resume=True`` continues from it and ends exactly where
+an uninterrupted run with the same seed ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from safetensors.torch import save_file
+
+from ..config import Config
+from ..data.imageset import ImageSet
+from ..models.registry import build_critic, build_generator, generator_kwargs
+from ..package import TrainingSummary, create_package, write_package
+from ..runinfo import write_provenance
+from .batches import BatchSampler
+from .checkpoint import StopFlag, load_checkpoint, save_checkpoint
+from .classifier import ClassifierTrainer
+from .distributed import DistInfo, barrier, unwrap, wrap_ddp
+from .loop import LoopContext, run_stage
+from .phase1_wgan import GanModels, phase1_step
+from .phase2_logit_matching import LogitMatchingTask, phase2_step
+from .reporting import Reporter
+
+log = logging.getLogger(__name__)
+
+STAGES = ("phase1", "teacher", "phase2")
+PACKAGE_NAME = "generator.msfl"
+PHASE1_PACKAGE_NAME = "generator_phase1.msfl"
+
+
+@dataclass
+class CondenseResult:
+    """Where the outputs of a condensation run are."""
+
+    out_dir: Path
+    package: Path
+    phase1_package: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def present_classes(train: ImageSet) -> list[str]:
+    """Classes with at least one training image (the generator's classes_present)."""
+    counts = train.class_counts()
+    return [c for c, n in zip(train.class_names, counts, strict=True) if n > 0]
+
+
+class Condenser:
+    """Owns the models and optimisers of one site's condensation run."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        train: ImageSet,
+        out_dir: Path,
+        key: Ed25519PrivateKey,
+        info: DistInfo | None = None,
+        stop: StopFlag | None = None,
+    ):
+        self.cfg, self.train, self.out_dir, self.key = cfg, train, out_dir, key
+        self.info = info or DistInfo()
+        self.stop = stop or StopFlag()
+        self.classes_present = present_classes(train)
+        if len(self.classes_present) < 1:
+            raise ValueError("no training images: nothing to condense")
+        k, size, dev = len(train.class_names), train.image_size, self.info.device
+        torch.manual_seed(
+            cfg.training.seed
+        )  # identical initialisation on every rank and run
+        self.arch_kwargs = generator_kwargs(cfg.generator, size, k)
+        generator = build_generator(cfg.generator.arch, self.arch_kwargs).to(dev)
+        critic = build_critic(cfg.critic, size, k).to(dev)
+        p1 = cfg.phase1
+        self.gan = GanModels(
+            wrap_ddp(generator, self.info),
+            wrap_ddp(critic, self.info),
+            torch.optim.Adam(
+                generator.parameters(), lr=p1.lr, betas=(p1.beta1, p1.beta2)
+            ),
+            torch.optim.Adam(critic.parameters(), lr=p1.lr, betas=(p1.beta1, p1.beta2)),
+        )
+        self.opt_g2 = torch.optim.Adam(
+            generator.parameters(), lr=cfg.phase2.lr, betas=(p1.beta1, p1.beta2)
+        )
+        self.teacher = ClassifierTrainer(cfg.teacher, k, self.info)
+        self.x, self.y = train.to_tensors()
+        self.seconds = {s: 0.0 for s in STAGES}
+        self.completed: list[str] = []
+        self._running: tuple[str, float] | None = None  # (stage, start time)
+        self.ckpt_path = out_dir / "checkpoints" / "last.pt"
+
+    # -- checkpoints ---------------------------------------------------------
+    def state_dict(self, stage: str, step: int) -> dict:
+        """Everything needed to continue at ``step`` of ``stage``."""
+        return {
+            "stage": stage,
+            "step": step,
+            "completed": list(self.completed),
+            "seconds": self._seconds_so_far(),
+            "generator": unwrap(self.gan.generator).state_dict(),
+            "critic": unwrap(self.gan.critic).state_dict(),
+            "opt_g": self.gan.opt_g.state_dict(),
+            "opt_d": self.gan.opt_d.state_dict(),
+            "opt_g2": self.opt_g2.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "config_digest": self.cfg.digest(),
+        }
+
+    def _seconds_so_far(self) -> dict[str, float]:
+        seconds = dict(self.seconds)
+        if self._running is not None:
+            name, t0 = self._running
+            seconds[name] += time.monotonic() - t0
+        return seconds
+
+    def load_state_dict(self, state: dict) -> tuple[str, int]:
+        """Restore a checkpoint; return the (stage, step) to continue from."""
+        if state["config_digest"] != self.cfg.digest():
+            raise ValueError(
+                "checkpoint was written with a different config; refusing to resume"
+            )
+        unwrap(self.gan.generator).load_state_dict(state["generator"])
+        unwrap(self.gan.critic).load_state_dict(state["critic"])
+        self.gan.opt_g.load_state_dict(state["opt_g"])
+        self.gan.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g2.load_state_dict(state["opt_g2"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.seconds.update(state["seconds"])
+        self.completed = list(state["completed"])
+        return state["stage"], int(state["step"])
+
+    def _save(self, stage: str, step: int) -> None:
+        if self.info.is_primary:
+            save_checkpoint(self.ckpt_path, self.state_dict(stage, step))
+        barrier(self.info)
+
+    # -- stages --------------------------------------------------------------
+    def _phase1(self, ctx: LoopContext, start: int) -> None:
+        p1 = self.cfg.phase1
+        sampler = BatchSampler(
+            self.x, self.y, len(self.train.class_names), p1.class_sampling
+        )
+        run_stage(
+            ctx,
+            "phase1",
+            p1.steps,
+            start,
+            lambda i, r, g: phase1_step(
+                self.gan, sampler, r, g, p1.batch_size, p1.n_critic, p1.lambda_gp
+            ),
+        )
+
+    def _teacher(self, ctx: LoopContext, start: int) -> None:
+        self.teacher.fit(self.train, ctx, stage="teacher", start=start)
+
+    def _phase2(self, ctx: LoopContext, start: int) -> None:
+        p2 = self.cfg.phase2
+        task = LogitMatchingTask(
+            self.gan.generator, self.teacher.model, self.gan.critic, p2.lambda_g
+        )
+        task.prepare_distributed(self.info)
+        gan = GanModels(task.generator, self.gan.critic, self.opt_g2, self.gan.opt_d)
+        sampler = BatchSampler(
+            self.x, self.y, len(self.train.class_names), p2.class_sampling
+        )
+        run_stage(
+            ctx,
+            "phase2",
+            p2.steps,
+            start,
+            lambda i, r, g: phase2_step(
+                task,
+                gan,
+                sampler,
+                r,
+                g,
+                p2.batch_size,
+                p2.critic_steps,
+                self.cfg.phase1.lambda_gp,
+            ),
+        )
+
+    # -- outputs -------------------------------------------------------------
+    def _write_package(self, stage: str, name: str) -> Path:
+        cfg = self.cfg
+        summary = TrainingSummary(
+            stage=stage,
+            phase1_steps=cfg.phase1.steps,
+            phase2_steps=cfg.phase2.steps if stage == "phase2" else 0,
+            teacher_steps=cfg.teacher.steps if stage == "phase2" else 0,
+            n_images=len(self.train),
+            seconds={k: round(v, 2) for k, v in self.seconds.items()},
+            config_digest=cfg.digest(),
+        )
+        pkg = create_package(
+            unwrap(self.gan.generator),
+            cfg.generator.arch,
+            self.arch_kwargs,
+            site_id=cfg.package.site_id,
+            class_names=list(self.train.class_names),
+            classes_present=self.classes_present,
+            training=summary,
+            key=self.key,
+        )
+        return write_package(pkg, self.out_dir / name)
+
+    def _write_site_local_models(self) -> None:
+        # Kept at the site for its own audits (white-box LOGAN); never shipped.
+        local = self.out_dir / "site_local"
+        local.mkdir(parents=True, exist_ok=True)
+        save_file(unwrap(self.gan.critic).state_dict(), local / "critic.safetensors")
+        save_file(self.teacher.model.state_dict(), local / "teacher.safetensors")
+
+    def run(self, resume: bool = False) -> CondenseResult:
+        """Run (or continue) every stage and write the packages."""
+        stage, step = STAGES[0], 0
+        if resume and self.ckpt_path.is_file():
+            stage, step = self.load_state_dict(load_checkpoint(self.ckpt_path))
+            log.info("resuming at %s step %d", stage, step)
+        elif self.info.is_primary:
+            write_provenance(self.out_dir, self.cfg, self.info.world_size, self.train)
+        reporter = Reporter(
+            self.out_dir / "metrics.jsonl",
+            self.cfg.training.log_every,
+            self.info.is_primary,
+        )
+        ctx = LoopContext(
+            self.info,
+            self.cfg.training.seed,
+            reporter,
+            self.stop,
+            self.cfg.training.checkpoint_every,
+            self._save,
+        )
+        runners = {
+            "phase1": self._phase1,
+            "teacher": self._teacher,
+            "phase2": self._phase2,
+        }
+        for name in STAGES:
+            if name in self.completed:
+                continue
+            start = step if name == stage else 0
+            self._running = (name, time.monotonic())
+            try:
+                runners[name](ctx, start)
+            finally:
+                self.seconds = self._seconds_so_far()
+                self._running = None
+            self.completed.append(name)
+            if name == "phase1" and self.info.is_primary:
+                self._write_package("phase1", PHASE1_PACKAGE_NAME)
+            self._save(STAGES[min(STAGES.index(name) + 1, len(STAGES) - 1)], 0)
+        if self.info.is_primary:
+            self._write_package("phase2", PACKAGE_NAME)
+            self._write_site_local_models()
+        barrier(self.info)
+        return CondenseResult(
+            self.out_dir,
+            self.out_dir / PACKAGE_NAME,
+            self.out_dir / PHASE1_PACKAGE_NAME,
+            dict(self.seconds),
+        )

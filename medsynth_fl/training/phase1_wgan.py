@@ -1,0 +1,131 @@
+"""Phase I: WGAN-GP pre-training of the attention generator (seed 000 eqs. 2-3).
+
+Pure loss functions plus one step function. The critic is trained to score real
+images high; ``critic_loss = E[F(s)] − E[F(x)] + λ·GP`` and
+``generator_loss = −E[F(s)]`` (Gulrajani et al. 2017).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batches import BatchSampler, dihedral_augment
+from .distributed import unwrap
+
+
+def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Wasserstein critic loss ``E[F(s)] − E[F(x)]`` (to minimise)."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """Adversarial generator loss ``−E[F(s)]`` (the L_g of eq. 5)."""
+    return -fake_scores.mean()
+
+
+def interpolate(
+    real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Eq. (3): ``z = ε·x + (1−ε)·s`` with one ε ~ U[0, 1] per sample."""
+    eps = torch.rand(len(real), 1, 1, 1, generator=generator).to(real.device)
+    return eps * real + (1 - eps) * fake
+
+
+def gradient_penalty(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``E[(‖∇_z F(z)‖₂ − 1)²]`` for critic ``scores`` computed from ``inputs``.
+
+    ``inputs`` must require grad. The graph is kept so the penalty trains the
+    critic (double backward).
+    """
+    (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_update(
+    critic: nn.Module,
+    opt: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor,
+    lambda_gp: float,
+    torch_rng: torch.Generator,
+) -> dict[str, float]:
+    """One critic step on a real and a (detached) fake batch with the same labels.
+
+    Real, fake and interpolated images go through the critic in one forward
+    pass, so DDP sees exactly one forward per backward.
+    """
+    mixed = interpolate(real, fake, torch_rng).requires_grad_(True)
+    scores = critic(torch.cat([real, fake, mixed]), labels.repeat(3))
+    real_s, fake_s, mixed_s = scores.split(len(real))
+    wasserstein = critic_loss(real_s, fake_s)
+    gp = gradient_penalty(mixed_s, mixed)
+    loss = wasserstein + lambda_gp * gp
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {
+        "loss/critic": loss.item(),
+        "loss/critic/gp": gp.item(),
+        "w_dist": -wasserstein.item(),
+    }
+
+
+def adversarial_loss(
+    critic: nn.Module, fake: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Generator loss through the critic, with the critic's own weights frozen."""
+    module = unwrap(critic)
+    module.requires_grad_(False)
+    try:
+        return generator_loss(module(fake, labels))
+    finally:
+        module.requires_grad_(True)
+
+
+@dataclass
+class GanModels:
+    """The models and optimisers phase I (and phase II's critic updates) step."""
+
+    generator: nn.Module  # possibly DDP-wrapped
+    critic: nn.Module  # possibly DDP-wrapped
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+
+def phase1_step(
+    m: GanModels,
+    sampler: BatchSampler,
+    np_rng: np.random.Generator,
+    torch_rng: torch.Generator,
+    batch_size: int,
+    n_critic: int,
+    lambda_gp: float,
+) -> dict[str, float]:
+    """``n_critic`` critic updates, then one generator update.
+
+    The fakes of the last critic update are produced with grad and reused for
+    the generator update, saving one generator forward pass per step.
+    """
+    gen = unwrap(m.generator)
+    logs: dict[str, float] = {}
+    for i in range(n_critic):
+        real, labels = sampler.draw(np_rng, batch_size)
+        real = dihedral_augment(real, np_rng).to(gen.class_canvas.device)
+        labels = labels.to(real.device)
+        z = gen.sample_noise(batch_size, torch_rng)
+        last = i == n_critic - 1
+        with torch.set_grad_enabled(last):
+            fake = m.generator(z, labels)
+        logs = critic_update(
+            m.critic, m.opt_d, real, fake.detach(), labels, lambda_gp, torch_rng
+        )
+    loss_g = adversarial_loss(m.critic, fake, labels)
+    m.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    m.opt_g.step()
+    return {**logs, "loss/gen/adv": loss_g.item()}

@@ -1,0 +1,107 @@
+"""Phase II: fine-tune the generator by logit matching against the ViT teacher.
+
+``L_total = L_n + λ·L_g`` (seed 000 eqs. 4-5) with
+``L_n = MSE(n(S), n(x))`` between the teacher's logits of a synthetic batch and
+of a real batch. The batches are *class-matched*: the generator draws image i
+with the label of real image i, so each synthetic sample is pulled towards the
+teacher's view of a real image of its own class (see ``docs/decisions.md``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.vit import vit_logits
+from .batches import BatchSampler, dihedral_augment
+from .distributed import DistInfo, unwrap, wrap_ddp
+from .phase1_wgan import GanModels, adversarial_loss, critic_update
+
+
+class LogitMatchingTask(nn.Module):
+    """Generator + frozen teacher + critic; ``forward`` returns the losses.
+
+    Parameters
+    ----------
+    generator : the attention generator being fine-tuned.
+    teacher : the site's fine-tuned ViT (frozen here).
+    critic : the phase-I critic, giving the adversarial term L_g.
+    lambda_g : weight λ of L_g in eq. (5).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        teacher: nn.Module,
+        critic: nn.Module,
+        lambda_g: float,
+    ):
+        super().__init__()
+        if lambda_g < 0:
+            raise ValueError("lambda_g must be non-negative")
+        self.generator = generator
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.critic = critic
+        self.lambda_g = lambda_g
+
+    def prepare_distributed(self, info: DistInfo) -> None:
+        """Wrap only the generator in DDP; the teacher stays frozen and local."""
+        self.teacher.eval().requires_grad_(False)
+        self.generator = wrap_ddp(self.generator, info)
+
+    def forward(
+        self, real: torch.Tensor, labels: torch.Tensor, z: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Losses for one class-matched pair of batches (real and synthetic)."""
+        synthetic = self.generator(z, labels)
+        with torch.no_grad():
+            target = vit_logits(self.teacher, real)
+        loss_n = F.mse_loss(vit_logits(self.teacher, synthetic), target)
+        loss_g = adversarial_loss(self.critic, synthetic, labels)
+        return {
+            "loss": loss_n + self.lambda_g * loss_g,
+            "loss/n": loss_n.detach(),
+            "loss/g": loss_g.detach(),
+            "synthetic": synthetic,
+        }
+
+
+def phase2_step(
+    task: LogitMatchingTask,
+    gan: GanModels,
+    sampler: BatchSampler,
+    np_rng: np.random.Generator,
+    torch_rng: torch.Generator,
+    batch_size: int,
+    critic_steps: int,
+    lambda_gp: float,
+) -> dict[str, float]:
+    """One generator update on ``L_total``, then ``critic_steps`` critic updates.
+
+    The critic keeps training on the fine-tuned generator's samples so that
+    L_g stays a meaningful Wasserstein estimate instead of a fixed target the
+    generator could exploit.
+    """
+    gen = unwrap(task.generator)
+    real, labels = sampler.draw(np_rng, batch_size)
+    real = dihedral_augment(real, np_rng).to(gen.class_canvas.device)
+    labels = labels.to(real.device)
+    out = task(real, labels, gen.sample_noise(batch_size, torch_rng))
+    gan.opt_g.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    gan.opt_g.step()
+    logs = {
+        "loss/gen/total": out["loss"].item(),
+        "loss/gen/logit": out["loss/n"].item(),
+        "loss/gen/adv": out["loss/g"].item(),
+    }
+    fake = out["synthetic"].detach()
+    for _ in range(critic_steps):
+        logs.update(
+            critic_update(
+                gan.critic, gan.opt_d, real, fake, labels, lambda_gp, torch_rng
+            )
+        )
+    return logs

@@ -1,0 +1,116 @@
+"""End-to-end condensation at tiny scale: outputs, resume equivalence, SIGTERM, DDP."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from medsynth_fl.evaluation import evaluate_classifier
+from medsynth_fl.package import KeyRing, read_package, weights_sha256
+from medsynth_fl.sampling import sample_condensed_set
+from medsynth_fl.training.checkpoint import StopFlag, StopRequested
+from medsynth_fl.training.classifier import train_classifier
+from medsynth_fl.training.condense import Condenser
+
+from ..conftest import REPO
+
+
+class StopAtStep(StopFlag):
+    """Requests a stop once the loop has asked ``n`` times (i.e. after n steps)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.left = n
+
+    @property
+    def requested(self):
+        self.left -= 1
+        return self.left < 0
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+def test_tiny_condense_sample_evaluate(tmp_path, tiny_cfg, tiny_data, site_key):
+    key, pub = site_key
+    train, test = tiny_data
+    result = Condenser(tiny_cfg, train, tmp_path / "run", key).run()
+    pkg = read_package(result.package, KeyRing.single(key.public_key()))
+    assert pkg.manifest.training.stage == "phase2"
+    assert read_package(result.phase1_package).manifest.training.stage == "phase1"
+    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "site_local/critic.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+    condensed = sample_condensed_set(pkg.build_generator(), pkg.manifest.class_names, pkg.manifest.classes_present, ipc=4)
+    assert len(condensed) == 4 * len(pkg.manifest.classes_present)
+    metrics = evaluate_classifier(train_classifier(condensed, tiny_cfg.classifier), test)
+    assert 0.0 <= metrics.auc <= 1.0 and metrics.n == len(test)
+
+
+@pytest.mark.parametrize("stop_after", [3, 5, 9])  # inside phase1, teacher, phase2
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_cfg, tiny_data, site_key, stop_after):
+    key, _ = site_key
+    train, _ = tiny_data
+    reference = Condenser(tiny_cfg, train, tmp_path / "ref", key).run()
+    with pytest.raises(StopRequested):
+        Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(stop_after)).run()
+    assert (tmp_path / "cut" / "checkpoints" / "last.pt").is_file()
+    resumed = Condenser(tiny_cfg, train, tmp_path / "cut", key).run(resume=True)
+    ref = read_package(reference.package).tensors
+    res = read_package(resumed.package).tensors
+    assert weights_sha256(ref) == weights_sha256(res)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, tiny_cfg, tiny_data, site_key):
+    key, _ = site_key
+    train, _ = tiny_data
+    with pytest.raises(StopRequested):
+        Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(2)).run()
+    other = tiny_cfg.model_copy(update={"phase1": tiny_cfg.phase1.model_copy(update={"steps": 7})})
+    with pytest.raises(ValueError, match="different config"):
+        Condenser(other, train, tmp_path / "cut", key).run(resume=True)
+
+
+def _cli(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return [sys.executable, "-m", "medsynth_fl.cli", *args], env
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_matches(tmp_path):
+    common = ["condense", "--config", "tiny", "--set", "phase1.steps=30",
+              "--set", f"data.cache_dir={tmp_path}/cache"]
+    cmd, env = _cli(*common, "--out", str(tmp_path / "ref"))
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=REPO)
+    cmd, env = _cli(*common, "--out", str(tmp_path / "cut"))
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # stop as soon as phase I has started
+        if "phase1: steps" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, rest
+    assert "continue with --resume" in rest
+    cmd, env = _cli(*common, "--out", str(tmp_path / "cut"), "--resume", "--key", str(tmp_path / "cut" / "site_key.pem"))
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=REPO)
+    ref = read_package(tmp_path / "ref" / "generator.msfl").tensors
+    res = read_package(tmp_path / "cut" / "generator.msfl").tensors
+    assert weights_sha256(ref) == weights_sha256(res)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_two_process_gloo_ddp_runs_to_a_clean_exit(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "medsynth_fl.cli", "condense", "--config", "tiny", "--device", "cpu",
+           "--out", str(tmp_path / "ddp"), "--set", f"data.cache_dir={tmp_path}/cache"]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pkg = read_package(tmp_path / "ddp" / "generator.msfl")
+    assert pkg.manifest.training.stage == "phase2"
+    assert "world_size\": 2" in (tmp_path / "ddp" / "provenance.json").read_text()

@@ -1,0 +1,95 @@
+import numpy as np
+import torch
+from torch import nn
+
+from medsynth_fl.models.critic import Critic
+from medsynth_fl.models.generator import AttentionGenerator
+from medsynth_fl.training.batches import BatchSampler
+from medsynth_fl.training.phase1_wgan import (
+    GanModels,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    interpolate,
+    phase1_step,
+)
+
+
+class LinearCritic(nn.Module):
+    """F(x) = w·x + b: its input gradient is w everywhere."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x, y=None):
+        return (x.flatten(1) * self.w).sum(1) + 0.5
+
+
+def test_gradient_penalty_matches_hand_computation():
+    w = torch.tensor([3.0, 4.0, 0.0, 0.0])  # ‖w‖ = 5 → (5 − 1)² = 16
+    critic = LinearCritic(w.view(1, -1))
+    z = torch.randn(6, 4, requires_grad=True)
+    gp = gradient_penalty(critic(z), z)
+    torch.testing.assert_close(gp, torch.tensor(16.0))
+    gp.backward()  # d/dw (‖w‖−1)² = 2(‖w‖−1) w/‖w‖ = 8/5 · w
+    torch.testing.assert_close(critic.w.grad.view(-1), 1.6 * w)
+
+
+def test_gradient_penalty_is_zero_for_unit_gradient():
+    critic = LinearCritic(torch.tensor([[0.6, 0.8]]))
+    z = torch.randn(3, 2, requires_grad=True)
+    torch.testing.assert_close(gradient_penalty(critic(z), z), torch.tensor(0.0))
+
+
+def test_wasserstein_losses_signs():
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([1.0, 1.0])
+    assert critic_loss(real, fake).item() == -2.0  # E[F(s)] − E[F(x)]
+    assert generator_loss(fake).item() == -1.0
+
+
+def test_interpolation_is_per_sample_convex_combination():
+    real, fake = torch.ones(4, 3, 2, 2), -torch.ones(4, 3, 2, 2)
+    z = interpolate(real, fake, torch.Generator().manual_seed(0))
+    per_sample = z.flatten(1)
+    assert torch.all(per_sample.max(1).values == per_sample.min(1).values)
+    assert z.min() >= -1 and z.max() <= 1
+
+
+def test_phase1_step_updates_both_networks_and_reports_losses():
+    torch.manual_seed(0)
+    g, d = (
+        AttentionGenerator(16, 3, ngf=4, embed_dim=4),
+        Critic(16, 3, ndf=4, fc_hidden=8),
+    )
+    m = GanModels(
+        g,
+        d,
+        torch.optim.Adam(g.parameters(), 1e-3),
+        torch.optim.Adam(d.parameters(), 1e-3),
+    )
+    sampler = BatchSampler(
+        torch.rand(20, 3, 16, 16) * 2 - 1, torch.randint(0, 3, (20,)), 3
+    )
+    before_g = [p.clone() for p in g.parameters()]
+    # A constant offset (fc2.bias) cancels in E[F(s)] − E[F(x)]; embedding rows move
+    # only for drawn labels. Every other critic weight must move.
+    before_d = {
+        n: p.clone()
+        for n, p in d.named_parameters()
+        if n not in {"fc2.bias", "class_embed.weight"}
+    }
+    logs = phase1_step(
+        m,
+        sampler,
+        np.random.default_rng(0),
+        torch.Generator().manual_seed(0),
+        8,
+        2,
+        10.0,
+    )
+    assert set(logs) >= {"loss/critic", "loss/critic/gp", "loss/gen/adv", "w_dist"}
+    assert all(np.isfinite(v) for v in logs.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before_g, g.parameters()))
+    after_d = dict(d.named_parameters())
+    assert all(not torch.equal(p, after_d[n]) for n, p in before_d.items())
