@@ -164,6 +164,7 @@ class AuditConfig(_Section):
 class FederationConfig(_Section):
     """How simulated sites are carved from the data and what the coordinator asks."""
 
+    sites: list[str] | None = None  # sites the coordinator expects (None: all registered)
     partition: Literal["natural", "dirichlet", "iid"] = "natural"
     num_sites: int = Field(4, ge=1)  # dirichlet / iid only
     alpha: float = Field(0.5, gt=0)  # Dirichlet concentration
@@ -295,25 +296,19 @@ def load_config(
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
-def from_flower(run_config: dict[str, Any], node_config: dict[str, Any]) -> Config:
-    """Build the config inside a Flower app from flat run config and node config.
+def from_flower(run_config: dict[str, Any], extra: list[str] | None = None) -> Config:
+    """Build the config inside a Flower app from its flat run config.
 
     Run config carries ``preset`` and dotted kebab-case overrides
-    (``phase2.lambda-g = 0.1``); node config carries site facts
-    (``data-path``, ``site-id``). An empty run config gives the defaults, so
+    (``phase2.lambda-g = 0.1``); other run-config keys (paths, run ids) are the
+    apps' own and are ignored here. Site facts arrive as ``extra`` overrides
+    built from the node config. An empty run config gives the defaults, so an
     in-process ``run_simulation`` behaves like ``flwr run``.
     """
     preset = run_config.get("preset")
-    overrides = []
-    for key, value in run_config.items():
-        if key == "preset" or "." not in key:
-            continue
-        overrides.append(f"{key.replace('-', '_')}={json.dumps(value)}")
-    for node_key, cfg_key in (
-        ("data-path", "data.path"),
-        ("data-source", "data.source"),
-        ("site-id", "package.site_id"),
-    ):
-        if node_key in node_config:
-            overrides.append(f"{cfg_key}={json.dumps(node_config[node_key])}")
-    return load_config(str(preset) if preset else None, overrides)
+    overrides = [
+        f"{key.replace('-', '_')}={json.dumps(value)}"
+        for key, value in sorted(run_config.items())
+        if "." in key
+    ]
+    return load_config(str(preset) if preset else None, overrides + list(extra or []))

@@ -23,8 +23,12 @@ class ClassificationMetrics:
     n: int
 
     def as_dict(self) -> dict[str, float]:
-        """Plain dict (JSON and Flower MetricRecord friendly)."""
+        """Plain dict with the field names (JSON)."""
         return asdict(self)
+
+    def as_record(self) -> dict[str, float]:
+        """Kebab-case names, as metrics travel in Flower records and the run store."""
+        return {"auc": self.auc, "acc": self.acc, "bal-acc": self.bal_acc, "num-examples": self.n}
 
 
 @torch.no_grad()

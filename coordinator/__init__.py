@@ -1,0 +1,1 @@
+"""The coordinator: Flower ServerApp, strategy, run store and round logic."""

@@ -1,0 +1,136 @@
+"""The MedSynth round: collect and verify generators, sample, train the shared ViT,
+evaluate it centrally and at the sites. Every result is persisted as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from torch import nn
+
+from medsynth_fl.config import Config
+from medsynth_fl.data.imageset import ImageSet
+from medsynth_fl.package import GeneratorPackage, read_package, write_package
+
+from .pipeline import evaluate_central, sample_site, train_shared_vit
+from .store import RunStore, SiteRecord
+from .strategy import MedSynthStrategy
+
+log = logging.getLogger(__name__)
+
+
+class NotEnoughSites(RuntimeError):
+    """Fewer verified packages than the run's minimum."""
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """What the round needs besides the config."""
+
+    timeout_s: float
+    test_set: Path | None = None
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> list[int]:
+    """Connected node ids, waiting up to ``timeout_s`` for ``minimum`` of them."""
+    deadline = time.monotonic() + timeout_s
+    nodes = list(grid.get_node_ids())
+    while len(nodes) < minimum and time.monotonic() < deadline:
+        time.sleep(1.0)
+        nodes = list(grid.get_node_ids())
+    return nodes
+
+
+def _reply_bytes(msg: Message) -> int:
+    arrays = msg.content["generator"] if "generator" in msg.content else {}
+    config = msg.content["package"] if "package" in msg.content else {}
+    return sum(len(a.data) for a in arrays.values()) + sum(len(str(v)) for v in config.values())
+
+
+def _persist_outcome(store: RunStore, strategy: MedSynthStrategy, replies: list[Message], asked: list[int]) -> None:
+    outcome = strategy.aggregate_train_outcome(replies)
+    sizes = {m.metadata.src_node_id: _reply_bytes(m) for m in replies if not m.has_error()}
+    for node, (pkg, metrics) in outcome.accepted.items():
+        path = write_package(pkg, store.dir / "packages" / f"{pkg.manifest.site_id}.msfl")
+        m = pkg.manifest
+        store.record_site(SiteRecord(node, m.site_id, "accepted", "", str(path), m.weights.sha256,
+                                     m.training.n_images, list(m.classes_present), sizes.get(node, 0),
+                                     float(metrics.get("seconds", 0.0))))
+        store.log("info", f"node {node}: accepted the package of site {m.site_id}")
+    for r in outcome.refused:
+        store.record_site(SiteRecord(r.node_id, r.site_id, "rejected", r.reason, "", "", 0, [], sizes.get(r.node_id, 0), 0.0))
+        store.log("warning", f"node {r.node_id}: refused: {r.reason}")
+    replied = {m.metadata.src_node_id for m in replies}
+    for node in sorted(set(asked) - replied):
+        store.record_site(SiteRecord(node, "", "unreachable", "no reply before the timeout", "", "", 0, [], 0, 0.0))
+        store.log("warning", f"node {node}: no reply before the timeout")
+
+
+def collect_packages(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cfg: Config, timeout_s: float) -> dict[str, GeneratorPackage]:
+    """Verified packages by site id; asks only nodes without a verified package."""
+    if store.stage_done("collect") is None:
+        delivered = {r.node_id for r in store.sites("accepted")}
+        nodes = [n for n in wait_for_nodes(grid, cfg.federation.min_sites, timeout_s) if n not in delivered]
+        if nodes:
+            request = ConfigRecord({"nodes": nodes, "run-id": store.run_id})
+            messages = list(strategy.configure_train(1, ArrayRecord(), request, grid))
+            replies = list(grid.send_and_receive(messages, timeout=timeout_s))
+            _persist_outcome(store, strategy, replies, nodes)
+    accepted = store.sites("accepted")
+    if len(accepted) < cfg.federation.min_sites:
+        raise NotEnoughSites(
+            f"{len(accepted)} verified package(s), the run needs {cfg.federation.min_sites}; "
+            f"see the sites table of run {store.run_id!r} for the refusals"
+        )
+    store.finish_stage("collect", {"sites": [r.site_id for r in accepted]})
+    return {r.site_id: read_package(Path(r.package_path), strategy.trusted, cfg.package.max_bytes) for r in accepted}
+
+
+def federated_evaluate(grid: Grid, strategy: MedSynthStrategy, store: RunStore, model: nn.Module, cfg: Config, timeout_s: float) -> dict[str, float]:
+    """Send the shared ViT to the contributing sites; store and average their metrics."""
+    done = store.stage_done("federated_eval")
+    if done is not None:
+        return done
+    site_of = {r.node_id: r.site_id for r in store.sites("accepted")}
+    nodes = [n for n in grid.get_node_ids() if n in site_of]
+    config = ConfigRecord({"vit": cfg.classifier.vit.model_dump_json(), "num-classes": len(cfg.data.classes)})
+    arrays = ArrayRecord(model.state_dict())
+    messages = [m for m in strategy.configure_evaluate(1, arrays, config, grid) if m.metadata.dst_node_id in nodes]
+    replies = list(grid.send_and_receive(messages, timeout=timeout_s))
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            store.log("warning", f"node {node}: evaluation failed: {msg.error.reason}")
+        else:
+            store.put_metrics(f"site:{site_of.get(node, node)}", dict(msg.content["metrics"]))
+    aggregated = strategy.aggregate_evaluate(1, replies)
+    result = {k: float(v) for k, v in (aggregated or {}).items()}
+    store.put_metrics("federated", result)
+    store.finish_stage("federated_eval", result)
+    return result
+
+
+def run_medsynth(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cfg: Config, settings: RoundSettings) -> dict:
+    """The whole MedSynth-FL round; resumable at every stage. Returns the summary."""
+    packages = collect_packages(grid, strategy, store, cfg, settings.timeout_s)
+    condensed = [sample_site(store, pkg, cfg.federation.ipc, cfg.sampling.seed) for pkg in packages.values()]
+    store.finish_stage("sample", {"images": sum(len(c) for c in condensed)})
+    model = train_shared_vit(store, ImageSet.concat(condensed), cfg)
+    store.finish_stage("train")
+    if store.stage_done("central_eval") is None:
+        central = evaluate_central(model, settings.test_set, list(cfg.data.classes))
+        if central is not None:
+            store.put_metrics("central", central.as_record())
+        store.finish_stage("central_eval")
+    federated_evaluate(grid, strategy, store, model, cfg, settings.timeout_s)
+    store.set_status("finished")
+    summary = {"run_id": store.run_id, "run_dir": str(store.dir), "metrics": store.metrics(),
+               "sites": [r.__dict__ for r in store.sites()]}
+    (store.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -1,0 +1,1 @@
+"""One-machine Flower simulation of a consortium over partitioned ISIC images."""

@@ -1,0 +1,56 @@
+"""The Flower ClientApp a hospital runs: condense on request, ship only the package.
+
+Each handler reads its config, calls the Flower-free core (:mod:`.work`), and
+packs the reply through the egress guard (:mod:`.egress`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from medsynth_fl.config import ViTConfig, from_flower
+
+from .egress import metrics_reply, package_reply
+from .work import condense_site, evaluate_shared_vit, site_from_node_config
+
+
+
+def _site_and_config(context: Context, defaults: dict):
+    run_config = {**defaults, **dict(context.run_config)}
+    site = site_from_node_config(dict(context.node_config), run_config)
+    return site, from_flower(run_config, site.config_overrides())
+
+
+def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
+    """Build the ClientApp; ``run_config_defaults`` stand in for an empty run config
+    (in-process ``run_simulation`` has none).
+    """
+    defaults = dict(run_config_defaults or {})
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        """Condense this site's images (or reuse its package); reply with the package."""
+        t0 = time.monotonic()
+        site, cfg = _site_and_config(context, defaults)
+        pkg, train_set = condense_site(site, cfg)
+        metrics = {"num-examples": len(train_set), "seconds": time.monotonic() - t0}
+        return package_reply(msg, pkg, metrics)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        """Evaluate the received shared ViT on this site's test split; reply with metrics."""
+        _, cfg = _site_and_config(context, defaults)
+        config = msg.content["config"]
+        vit_cfg = ViTConfig.model_validate_json(str(config["vit"]))
+        state = msg.content["arrays"].to_torch_state_dict()
+        m = evaluate_shared_vit(vit_cfg, state, int(config["num-classes"]), cfg)
+        return metrics_reply(msg, m.as_record())
+
+    return app
+
+
+app = create_client_app()

@@ -1,0 +1,71 @@
+"""The egress guard: the one place that builds what a site sends to the coordinator.
+
+A site may send only (a) a generator package — exactly the tensors its manifest's
+architecture declares, plus the manifest and signature — and (b) aggregate
+metrics under whitelisted names. Everything else is refused before it reaches
+Flower, so no image, gradient, critic, teacher or optimiser state can leave.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from medsynth_fl.package import GeneratorPackage
+from medsynth_fl.package.io import expected_tensors, weights_sha256
+
+PACKAGE_CONFIG_KEYS = frozenset({"manifest", "signature", "site-id"})
+METRIC_KEYS = frozenset({
+    "num-examples", "seconds", "auc", "acc", "bal-acc",
+    "gate-allowed", "memorization-rate", "rejection-rate",
+})
+AUDIT_METRIC_SUFFIXES = ("/acc", "/auc", "/tpr@1fpr", "/tpr@0.1fpr")
+
+
+class EgressViolation(RuntimeError):
+    """Something other than a generator package or whitelisted metrics was about to leave."""
+
+
+def _check_metrics(metrics: dict[str, float]) -> MetricRecord:
+    for key, value in metrics.items():
+        allowed = key in METRIC_KEYS or (key.startswith("audit/") and key.endswith(AUDIT_METRIC_SUFFIXES))
+        if not allowed:
+            raise EgressViolation(f"metric {key!r} is not on the egress whitelist")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise EgressViolation(f"metric {key!r} must be one finite number, got {value!r}")
+    return MetricRecord({k: float(v) for k, v in metrics.items()})
+
+
+def _check_package(pkg: GeneratorPackage) -> ArrayRecord:
+    expected = expected_tensors(pkg.manifest)
+    if set(pkg.tensors) != set(expected):
+        extra = sorted(set(pkg.tensors) - set(expected))
+        raise EgressViolation(f"package holds tensors outside the generator: {extra[:5]}")
+    for name, tensor in pkg.tensors.items():
+        if tuple(tensor.shape) != expected[name][0] or tensor.requires_grad:
+            raise EgressViolation(f"tensor {name!r} differs from the declared generator")
+    if weights_sha256(pkg.tensors) != pkg.manifest.weights.sha256:
+        raise EgressViolation("tensors do not match the signed manifest")
+    return ArrayRecord({k: Array(np.ascontiguousarray(v.numpy())) for k, v in pkg.tensors.items()})
+
+
+def package_reply(msg: Message, pkg: GeneratorPackage, metrics: dict[str, float]) -> Message:
+    """Reply to a train request with the package and aggregate metrics only."""
+    content = RecordDict({
+        "generator": _check_package(pkg),
+        "package": ConfigRecord({
+            "manifest": pkg.manifest.canonical_bytes().decode(),
+            "signature": pkg.signature_b64,
+            "site-id": pkg.manifest.site_id,
+        }),
+        "metrics": _check_metrics(metrics),
+    })
+    return Message(content, reply_to=msg)
+
+
+def metrics_reply(msg: Message, metrics: dict[str, float]) -> Message:
+    """Reply with aggregate metrics only (evaluation, audits, a refusal's reasons in logs)."""
+    return Message(RecordDict({"metrics": _check_metrics(metrics)}), reply_to=msg)
+

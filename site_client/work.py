@@ -1,0 +1,138 @@
+"""What a hospital's node does, without Flower: find its data and key, condense
+(in-process or under torchrun on its GPUs), reuse a package it already made,
+and evaluate a received shared ViT on its local test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medsynth_fl.config import ClassifierTrainConfig, Config, ViTConfig
+from medsynth_fl.data import data_overrides, load_train_test
+from medsynth_fl.data.imageset import ImageSet
+from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
+from medsynth_fl.models.vit import build_vit
+from medsynth_fl.package import GeneratorPackage, load_private_key, read_package
+from medsynth_fl.training.condense import PACKAGE_NAME, Condenser
+
+log = logging.getLogger(__name__)
+
+
+class SiteSetupError(ValueError):
+    """The node's configuration does not describe a usable site."""
+
+
+@dataclass(frozen=True)
+class SiteSetup:
+    """Facts about this hospital's node (from the Flower node config)."""
+
+    site_id: str
+    data_path: str
+    key_path: Path
+    work_dir: Path
+    num_gpus: int = 0
+
+    def config_overrides(self) -> list[str]:
+        """Config overrides that point the data and package sections at this site."""
+        return [*data_overrides(self.data_path), f"package.site_id={json.dumps(self.site_id)}"]
+
+
+def site_from_node_config(node_config: dict, run_config: dict) -> SiteSetup:
+    """Resolve the site from node config, or from a simulation's partition id.
+
+    A deployed SuperNode sets ``site-id``, ``data-path`` and ``site-key`` (and
+    optionally ``work-dir``, ``num-gpus``). In a one-machine simulation the node
+    config holds only ``partition-id``; the site is then the partition-id-th
+    folder of the run config's ``sim-sites-dir``.
+    """
+    if "data-path" in node_config:
+        missing = [k for k in ("site-id", "site-key") if k not in node_config]
+        if missing:
+            raise SiteSetupError(f"node config has data-path but lacks {missing}")
+        site_id = str(node_config["site-id"])
+        return SiteSetup(
+            site_id=site_id,
+            data_path=str(node_config["data-path"]),
+            key_path=Path(str(node_config["site-key"])),
+            work_dir=Path(str(node_config.get("work-dir", f"runs/site-{site_id}"))),
+            num_gpus=int(node_config.get("num-gpus", 0)),
+        )
+    if "partition-id" in node_config and "sim-sites-dir" in run_config:
+        sites = sorted(p for p in Path(str(run_config["sim-sites-dir"])).iterdir() if p.is_dir())
+        index = int(node_config["partition-id"])
+        if index >= len(sites):
+            raise SiteSetupError(f"partition {index} has no site folder ({len(sites)} prepared)")
+        folder = sites[index]
+        return SiteSetup(folder.name, str(folder / "data.npz"), folder / "site.pem", folder / "work")
+    raise SiteSetupError(
+        "cannot tell which site this node is: set node config data-path, site-id and "
+        "site-key (deployment) or run config sim-sites-dir (simulation)"
+    )
+
+
+def _cached_package(work_dir: Path, cfg: Config) -> GeneratorPackage | None:
+    path = work_dir / PACKAGE_NAME
+    if not path.is_file():
+        return None
+    pkg = read_package(path, max_bytes=cfg.package.max_bytes)
+    if pkg.manifest.training.config_digest != cfg.digest():
+        log.info("existing package was made with another config: condensing again")
+        return None
+    return pkg
+
+
+def condense_site(site: SiteSetup, cfg: Config) -> tuple[GeneratorPackage, ImageSet]:
+    """Return this site's package, condensing only when no valid one exists.
+
+    An interrupted earlier condensation is resumed from its checkpoint. With
+    more than one GPU the work runs under ``torchrun``; otherwise in-process.
+    """
+    train, _ = load_train_test(cfg.data)
+    work = site.work_dir / cfg.digest()
+    pkg = _cached_package(work, cfg)
+    if pkg is not None:
+        log.info("site %s: reusing its package %s", site.site_id, work / PACKAGE_NAME)
+        return pkg, train
+    if site.num_gpus > 1:
+        run_torchrun(site, cfg, work)
+    else:
+        Condenser(cfg, train, work, load_private_key(site.key_path)).run(resume=True)
+    return read_package(work / PACKAGE_NAME, max_bytes=cfg.package.max_bytes), train
+
+
+def run_torchrun(site: SiteSetup, cfg: Config, work: Path) -> None:
+    """Condense with ``torchrun`` over the node's GPUs (same entry point as the CLI)."""
+    work.mkdir(parents=True, exist_ok=True)
+    config_path = work / "resolved_config.yaml"
+    config_path.write_text(cfg.to_yaml())
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={site.num_gpus}", "-m", "medsynth_fl.cli", "condense",
+        "--config", str(config_path), "--out", str(work), "--key", str(site.key_path),
+        "--resume", "--device", "cuda",
+    ]
+    log.info("site %s: %s", site.site_id, " ".join(cmd))
+    subprocess.run(cmd, check=True, env=dict(os.environ))
+
+
+def evaluate_shared_vit(
+    vit_cfg: ViTConfig, state: dict[str, torch.Tensor], num_classes: int, cfg: Config
+) -> ClassificationMetrics:
+    """Evaluate the coordinator's shared ViT on this site's local test split."""
+    model = build_vit(vit_cfg, num_classes)
+    model.load_state_dict(state, strict=True)
+    _, test = load_train_test(cfg.data)
+    return evaluate_classifier(model, test)
+
+
+def vit_config_json(cfg: ClassifierTrainConfig) -> str:
+    """The shared ViT's architecture, as JSON metadata for an evaluate message."""
+    return cfg.vit.model_dump_json()
