@@ -35,7 +35,7 @@ def sample_site(store: RunStore, pkg: GeneratorPackage, ipc: int, seed: int) -> 
     site = pkg.manifest.site_id
     path = store.dir / "condensed" / f"{site}.npz"
     if path.is_file():
-        return load_npz(path, classes=list(pkg.manifest.class_names))
+        return load_npz(path, classes=list(pkg.manifest.class_names), empty_class="skip")
     images = sample_condensed_set(
         pkg.build_generator(), list(pkg.manifest.class_names),
         list(pkg.manifest.classes_present), ipc, seed=derive_seed(seed, site) % 2**31,
