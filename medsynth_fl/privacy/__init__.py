@@ -1,0 +1,43 @@
+"""Privacy audits of generators: signals, attacks, metrics and reports.
+
+``signals`` computes per-sample signals, ``attacks`` turns them into
+membership scores (larger = member), ``metrics`` evaluates them, ``report``
+renders the results; ``audit`` orchestrates the whole and ``memorization``
+holds seed 001's copy check and rejection filter.
+"""
+
+from .attack_models import AttackModels, AttackStateError
+from .audit import (
+    AuditReport,
+    GateDecision,
+    build_generator_only_attacks,
+    release_gate,
+    run_audit,
+    score_candidates,
+)
+from .features import RandomConvFeatures
+from .memorization import RejectionResult, memorization_rate, reject_memorized
+from .metrics import AttackResult, evaluate_attack, p1d
+from .report import audit_metrics, plot_roc, report_to_dict, write_report_json
+
+__all__ = [
+    "AttackModels",
+    "AttackResult",
+    "AttackStateError",
+    "AuditReport",
+    "GateDecision",
+    "RandomConvFeatures",
+    "RejectionResult",
+    "audit_metrics",
+    "build_generator_only_attacks",
+    "evaluate_attack",
+    "memorization_rate",
+    "p1d",
+    "plot_roc",
+    "reject_memorized",
+    "release_gate",
+    "report_to_dict",
+    "run_audit",
+    "score_candidates",
+    "write_report_json",
+]

@@ -1,0 +1,120 @@
+"""LOGAN membership attacks (Hayes et al. 2019; seed 000 §4.5, seed 004 §3.2).
+
+* **White box**: the site's own critic scores each candidate with its label.
+  The critic was trained to score its training images as real, so a larger
+  critic score means **member**.
+* **Black box**: with the shipped generator only, train a *shadow* GAN whose
+  "real" data are samples of that generator, then let the shadow critic score
+  the candidates. If the generator reproduces its training images, the shadow
+  critic learns to call them real: a larger shadow score means **member**.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...data.imageset import ImageSet
+from ...models.critic import Critic
+from ...models.generator import AttentionGenerator
+from ...training.batches import BatchSampler
+from ...training.phase1_wgan import GanModels, phase1_step
+from ...training.seeding import derive_seed
+from .._utils import seeded
+
+
+def white_box_scores(critic_scores: np.ndarray) -> np.ndarray:
+    """Membership scores of the white-box attack: the critic scores themselves.
+
+    Parameters
+    ----------
+    critic_scores : the site critic's score per candidate (higher = more real).
+
+    Returns
+    -------
+    np.ndarray
+        Membership scores; larger means "member".
+    """
+    return np.asarray(critic_scores, dtype=np.float64)
+
+
+def black_box_scores(shadow_critic_scores: np.ndarray) -> np.ndarray:
+    """Membership scores of the black-box attack: the shadow critic's scores.
+
+    Parameters
+    ----------
+    shadow_critic_scores : the shadow critic's score per candidate.
+
+    Returns
+    -------
+    np.ndarray
+        Membership scores; larger means "member".
+    """
+    return np.asarray(shadow_critic_scores, dtype=np.float64)
+
+
+def shadow_critic_kwargs(
+    image_size: int, num_classes: int, width: int
+) -> dict[str, Any]:
+    """Return the shadow critic's constructor kwargs (our :class:`Critic`, narrower)."""
+    return {
+        "image_size": image_size,
+        "num_classes": num_classes,
+        "ndf": width,
+        "fc_hidden": 4 * width,
+    }
+
+
+def train_shadow_critic(
+    generated: ImageSet,
+    steps: int,
+    width: int,
+    batch_size: int,
+    lr: float,
+    n_critic: int,
+    seed: int,
+    lambda_gp: float = 10.0,
+    device: torch.device | str = "cpu",
+) -> Critic:
+    """Train a shadow WGAN-GP on generated samples only; return its critic.
+
+    The shadow GAN reuses our generator and critic classes (narrower) and
+    phase I's step, with the shipped generator's samples as its "real" data;
+    no patient image is involved.
+
+    Parameters
+    ----------
+    generated : samples of the shipped generator with their labels.
+    steps : shadow-GAN steps (each ``n_critic`` critic updates + 1 generator).
+    width : ``ngf`` of the shadow generator and ``ndf`` of the shadow critic.
+    batch_size, lr, n_critic, lambda_gp : WGAN-GP settings (Adam, β = 0.5, 0.9).
+    seed : seed of initialisation and batches.
+    device : where to train.
+
+    Returns
+    -------
+    Critic
+        The shadow critic, in eval mode.
+    """
+    k = len(generated.class_names)
+    with seeded(derive_seed(seed, "shadow", "init")):
+        gen = AttentionGenerator(
+            generated.image_size, k, ngf=width, n_res_blocks=2, embed_dim=16
+        ).to(device)
+        critic = Critic(**shadow_critic_kwargs(generated.image_size, k, width))
+    critic = critic.to(device)
+    models = GanModels(
+        gen,
+        critic,
+        torch.optim.Adam(gen.parameters(), lr, betas=(0.5, 0.9)),
+        torch.optim.Adam(critic.parameters(), lr, betas=(0.5, 0.9)),
+    )
+    x, y = generated.to_tensors()
+    sampler = BatchSampler(x, y, k)
+    np_rng = np.random.default_rng(derive_seed(seed, "shadow", "batches"))
+    torch_rng = torch.Generator().manual_seed(derive_seed(seed, "shadow", "noise"))
+    for _ in range(steps):
+        phase1_step(models, sampler, np_rng, torch_rng, batch_size, n_critic, lambda_gp)
+    return critic.eval()

@@ -1,0 +1,131 @@
+"""Latent-recovery membership attack (seed 004 §3.1, eq. 1).
+
+An encoder ``E`` maps an image to the generator's noise ``z``; the candidate's
+label ``y`` is known, so the recovery is ``G(E(x), y)``. ``E`` is trained
+*only on generated samples* ``x = G(z, y)`` to minimise
+``‖φ(G(E(x), y)) − φ(x)‖²``, so it is blind to the member/non-member split.
+A generator that overfits reproduces its training images better than unseen
+ones, so a **smaller** recovery error means member: the score is ``−error``
+and a larger score means **member**. ``φ`` is the identity (pixel recovery) or
+the fixed random conv net of :mod:`medsynth_fl.privacy.features`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...training.seeding import derive_seed
+from .._utils import device_of, draw_noise, frozen, noise_shape, seeded
+from ..signals import FeatureFn
+
+
+class LatentEncoder(nn.Module):
+    """Small CNN from an image to a noise tensor of shape ``noise_shape``.
+
+    Parameters
+    ----------
+    image_size : side of the input images.
+    noise_shape : ``(C, h, w)`` of the generator's noise.
+    width : channels of the first convolution (doubled once, at most).
+    """
+
+    def __init__(self, image_size: int, noise_shape: tuple[int, ...], width: int = 32):
+        super().__init__()
+        if len(noise_shape) != 3:
+            raise ValueError(f"noise_shape must be (C, h, w), got {noise_shape}")
+        self.noise_shape = tuple(int(d) for d in noise_shape)
+        c, h, w = self.noise_shape
+        n_down = max(int(math.log2(image_size / max(h, w))), 0)
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        ch = width
+        for _ in range(n_down):
+            out = min(2 * ch, 2 * width)
+            layers += [nn.Conv2d(ch, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            ch = out
+        layers += [nn.AdaptiveAvgPool2d((h, w)), nn.Conv2d(ch, c, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Recovered noise ``E(x)`` for images in [-1, 1]."""
+        return self.body(x)
+
+
+def encoder_kwargs(image_size: int, noise_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Return the constructor kwargs of a :class:`LatentEncoder` for a generator."""
+    return {"image_size": image_size, "noise_shape": tuple(noise_shape), "width": 32}
+
+
+@torch.no_grad()
+def _image_size(generator: nn.Module, label: int) -> int:
+    """Side of the generator's images, from one sample (caller sets eval mode)."""
+    y = torch.tensor([label], device=device_of(generator))
+    z = draw_noise(generator, 1, torch.Generator().manual_seed(0))
+    return int(generator(z, y).shape[-1])
+
+
+def train_recovery_encoder(
+    generator: nn.Module,
+    phi: FeatureFn,
+    labels: list[int],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> LatentEncoder:
+    """Train ``E`` on fresh generated samples to minimise the recovery loss (eq. 1).
+
+    Parameters
+    ----------
+    generator : the shipped generator (kept frozen and in eval mode).
+    phi : feature function φ of the loss (``nn.Identity()`` for pixels).
+    labels : the class indices to draw ``y`` from (the generator's classes).
+    steps : Adam steps.
+    batch_size : generated samples per step.
+    lr : Adam learning rate.
+    seed : seed of the encoder's initialisation, the noise and the labels.
+
+    Returns
+    -------
+    LatentEncoder
+        The trained encoder, in eval mode.
+    """
+    if not labels:
+        raise ValueError("labels must name at least one class")
+    device = device_of(generator)
+    rng = torch.Generator().manual_seed(derive_seed(seed, "encoder", "draws"))
+    pool = torch.tensor(labels, dtype=torch.long)
+    with frozen(generator):
+        size = _image_size(generator, labels[0])
+        with seeded(derive_seed(seed, "encoder", "init")):
+            encoder = LatentEncoder(**encoder_kwargs(size, noise_shape(generator)))
+        encoder = encoder.to(device).train()
+        opt = torch.optim.Adam(encoder.parameters(), lr)
+        for _ in range(steps):
+            y = pool[torch.randint(len(pool), (batch_size,), generator=rng)].to(device)
+            with torch.no_grad():
+                x = generator(draw_noise(generator, batch_size, rng), y)
+            loss = (phi(generator(encoder(x), y)) - phi(x)).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return encoder.eval()
+
+
+def membership_scores(recovery_errors: np.ndarray) -> np.ndarray:
+    """Membership scores of the recovery attack, ``−recovery error``.
+
+    Parameters
+    ----------
+    recovery_errors : ``‖φ(G(E(x), y)) − φ(x)‖²`` per candidate.
+
+    Returns
+    -------
+    np.ndarray
+        Membership scores; larger (better recovered) means "member".
+    """
+    return -np.asarray(recovery_errors, dtype=np.float64)

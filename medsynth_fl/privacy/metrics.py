@@ -1,0 +1,197 @@
+"""Membership-inference metrics: Algorithm-1 accuracy, AUC, TPR at low FPR, P1(D).
+
+Every attack hands over two score arrays, one for members and one for
+non-members, where a **larger score means "member"**. This module turns them
+into one :class:`AttackResult`; it never looks at images or models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """How well one attack separates members from non-members.
+
+    Attributes
+    ----------
+    name : attack name, e.g. ``"logan_wb"``.
+    acc : Algorithm-1 accuracy (seed 004): the fraction of the top-N scores that
+        are members, on N members and N non-members; 0.5 is chance.
+    auc : area under the ROC curve; 0.5 is chance.
+    tpr_at_1pct_fpr : best true-positive rate among ROC points with FPR ≤ 1 %.
+    tpr_at_0_1pct_fpr : best true-positive rate among ROC points with FPR ≤ 0.1 %.
+    fpr, tpr : the ROC points (scikit-learn's ``roc_curve``).
+    n_members, n_nonmembers : number of scores on each side.
+    """
+
+    name: str
+    acc: float
+    auc: float
+    tpr_at_1pct_fpr: float
+    tpr_at_0_1pct_fpr: float
+    fpr: np.ndarray
+    tpr: np.ndarray
+    n_members: int
+    n_nonmembers: int
+
+
+def _check_scores(scores: np.ndarray, side: str) -> np.ndarray:
+    """Validate one side's scores: a non-empty, finite 1-D array."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"{side} scores must be a non-empty 1-D array")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{side} scores contain NaN or infinity")
+    return scores
+
+
+def balanced_subsample(
+    member_scores: np.ndarray, nonmember_scores: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subsample the larger side to the size N of the smaller one.
+
+    The kept indices are a fixed-seed random choice without replacement, so the
+    result is deterministic and does not depend on the order of the candidates
+    (taking the first N would favour whatever the caller sorted first).
+
+    Parameters
+    ----------
+    member_scores, nonmember_scores : scores of each side.
+    seed : seed of the choice.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        Member and non-member scores, both of length N.
+    """
+    n = min(len(member_scores), len(nonmember_scores))
+    rng = np.random.default_rng(seed)
+
+    def keep(scores: np.ndarray) -> np.ndarray:
+        if len(scores) == n:
+            return scores
+        return scores[np.sort(rng.choice(len(scores), size=n, replace=False))]
+
+    return keep(member_scores), keep(nonmember_scores)
+
+
+def algorithm1_accuracy(
+    member_scores: np.ndarray, nonmember_scores: np.ndarray
+) -> float:
+    """Membership-attack accuracy of Algorithm 1 (seed 004, after LOGAN).
+
+    The 2N candidates are ranked by score and the top N are called members; the
+    accuracy is the fraction of those N that are members. Tied scores at the
+    cut are shared in proportion (the expectation under random tie-breaking),
+    so a constant score gives exactly 0.5 whatever the order of the inputs.
+
+    Parameters
+    ----------
+    member_scores, nonmember_scores : N scores each; larger means "member".
+
+    Returns
+    -------
+    float
+        Accuracy in [0, 1]; 0.5 is chance.
+    """
+    if len(member_scores) != len(nonmember_scores):
+        raise ValueError("Algorithm 1 needs as many members as non-members")
+    n = len(member_scores)
+    scores = np.concatenate([member_scores, nonmember_scores])
+    is_member = np.arange(2 * n) < n
+    cut = np.sort(scores)[::-1][n - 1]  # the N-th largest score
+    above, tied = scores > cut, scores == cut
+    members_in_top = is_member[above].sum() + (n - above.sum()) * (
+        is_member[tied].sum() / tied.sum()
+    )
+    return float(members_in_top / n)
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
+    """Best TPR among the ROC points whose FPR is at most ``target``.
+
+    Parameters
+    ----------
+    fpr, tpr : ROC points, as returned by ``sklearn.metrics.roc_curve``.
+    target : the largest false-positive rate allowed, in [0, 1].
+
+    Returns
+    -------
+    float
+        The TPR (0.0 when no point qualifies).
+    """
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target FPR must be in [0, 1], got {target}")
+    ok = fpr <= target
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def evaluate_attack(
+    name: str,
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    seed: int = 0,
+) -> AttackResult:
+    """Evaluate one membership attack from its scores (larger = member).
+
+    AUC and the ROC use every score. Algorithm-1 accuracy needs N members and
+    N non-members: with unequal sides the larger one is subsampled first
+    (:func:`balanced_subsample`).
+
+    Parameters
+    ----------
+    name : attack name stored in the result.
+    member_scores : scores of the training images (members).
+    nonmember_scores : scores of held-out images (non-members).
+    seed : seed of the balanced subsample.
+
+    Returns
+    -------
+    AttackResult
+        Accuracy, AUC, TPR at 1 % and 0.1 % FPR and the ROC points.
+    """
+    members = _check_scores(member_scores, "member")
+    nonmembers = _check_scores(nonmember_scores, "non-member")
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
+    s = np.concatenate([members, nonmembers])
+    fpr, tpr, _ = roc_curve(y, s)
+    return AttackResult(
+        name=name,
+        acc=algorithm1_accuracy(*balanced_subsample(members, nonmembers, seed)),
+        auc=float(roc_auc_score(y, s)),
+        tpr_at_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.01),
+        tpr_at_0_1pct_fpr=tpr_at_fpr(fpr, tpr, 0.001),
+        fpr=fpr,
+        tpr=tpr,
+        n_members=len(members),
+        n_nonmembers=len(nonmembers),
+    )
+
+
+def p1d(task_accuracy: float, attack_accuracy: float) -> float:
+    """P1(D) of seed 001: harmonic mean of task accuracy and attack error rate.
+
+    ``P1 = 2·a·e / (a + e)`` with ``a`` the task accuracy and ``e = 1 − attack
+    accuracy``; like F1, it is high only when both are high (0 when both are 0).
+
+    Parameters
+    ----------
+    task_accuracy : accuracy of the downstream (defended) model, in [0, 1].
+    attack_accuracy : accuracy of the membership attack, in [0, 1].
+
+    Returns
+    -------
+    float
+        P1(D) in [0, 1].
+    """
+    for label, value in (("task", task_accuracy), ("attack", attack_accuracy)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{label} accuracy must be in [0, 1], got {value}")
+    error = 1.0 - attack_accuracy
+    total = task_accuracy + error
+    return 0.0 if total == 0 else 2.0 * task_accuracy * error / total

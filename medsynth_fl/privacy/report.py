@@ -1,0 +1,185 @@
+"""Render an audit: JSON (plain floats, never NaN), flat metric names, ROC plots.
+
+ROC curves are drawn as ML Privacy Meter and LiRA draw them: log-log axes,
+so the low-FPR regime that matters for membership inference is visible, with
+the chance diagonal. Plots use matplotlib's Agg canvas directly (no pyplot
+state), so they work headless and from several threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .audit import AuditReport, GateDecision
+from .metrics import AttackResult
+
+SUMMARY_FIELDS = {
+    "acc": "acc",
+    "auc": "auc",
+    "tpr_at_1pct_fpr": "tpr@1fpr",
+    "tpr_at_0_1pct_fpr": "tpr@0.1fpr",
+}
+
+
+def _plain(value: float | None) -> float | None:
+    """Convert to a plain float; None for a missing or non-finite value."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _curve(values: np.ndarray) -> list[float | None]:
+    """ROC coordinates as plain floats."""
+    return [_plain(v) for v in np.asarray(values, dtype=np.float64)]
+
+
+def result_to_dict(result: AttackResult, include_roc: bool = True) -> dict[str, Any]:
+    """One attack's result as JSON-able plain values.
+
+    Parameters
+    ----------
+    result : the attack result.
+    include_roc : also write the ROC points (``fpr``, ``tpr``).
+
+    Returns
+    -------
+    dict
+        Name, sizes, summary metrics and optionally the ROC points.
+    """
+    out: dict[str, Any] = {
+        "name": result.name,
+        "n_members": int(result.n_members),
+        "n_nonmembers": int(result.n_nonmembers),
+    }
+    out |= {f: _plain(getattr(result, f)) for f in SUMMARY_FIELDS}
+    if include_roc:
+        out["roc"] = {"fpr": _curve(result.fpr), "tpr": _curve(result.tpr)}
+    return out
+
+
+def report_to_dict(
+    report: AuditReport, gate: GateDecision | None = None, include_roc: bool = True
+) -> dict[str, Any]:
+    """Convert the whole audit to JSON-able plain values (non-finite → null).
+
+    Parameters
+    ----------
+    report : the audit report.
+    gate : the release decision, when one was taken.
+    include_roc : also write each attack's ROC points.
+
+    Returns
+    -------
+    dict
+        ``attacks``, ``memorization``, ``memorization_threshold``,
+        ``task_accuracy``, ``p1d`` and, with a gate, ``gate``.
+    """
+    out: dict[str, Any] = {
+        "attacks": {
+            name: result_to_dict(r, include_roc) for name, r in report.results.items()
+        },
+        "memorization": {k: _plain(v) for k, v in report.memorization.items()},
+        "memorization_threshold": {
+            k: _plain(v) for k, v in report.memorization_threshold.items()
+        },
+        "task_accuracy": _plain(report.task_accuracy),
+        "p1d": {k: _plain(v) for k, v in report.p1d.items()},
+    }
+    if gate is not None:
+        out["gate"] = {"allowed": gate.allowed, "reasons": list(gate.reasons)}
+    return out
+
+
+def audit_metrics(report: AuditReport) -> dict[str, float]:
+    """Flat, hierarchical metric names, e.g. ``audit/logan_wb/tpr@1fpr``.
+
+    Parameters
+    ----------
+    report : the audit report.
+
+    Returns
+    -------
+    dict of str to float
+        Finite metrics only (a Flower ``MetricRecord`` or a logger takes them).
+    """
+    metrics: dict[str, float | None] = {}
+    for name, r in report.results.items():
+        for field_name, short in SUMMARY_FIELDS.items():
+            metrics[f"audit/{name}/{short}"] = _plain(getattr(r, field_name))
+    for name, value in report.p1d.items():
+        metrics[f"audit/{name}/p1d"] = _plain(value)
+    for space, rate in report.memorization.items():
+        metrics[f"audit/memorization/{space}"] = _plain(rate)
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def write_report_json(
+    report: AuditReport, path: str | Path, gate: GateDecision | None = None
+) -> Path:
+    """Write :func:`report_to_dict` as JSON (strict: no NaN or infinity).
+
+    Parameters
+    ----------
+    report : the audit report.
+    path : the output file; parent folders are created.
+    gate : the release decision, when one was taken.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report_to_dict(report, gate), indent=2, allow_nan=False)
+    path.write_text(text + "\n")
+    return path
+
+
+def plot_roc(
+    results: dict[str, AttackResult], path: str | Path, title: str | None = None
+) -> Path:
+    """Plot every attack's ROC on log-log axes with the chance diagonal, as PNG.
+
+    Parameters
+    ----------
+    results : attack results by name (``AuditReport.results``).
+    path : the output ``.png``; parent folders are created.
+    title : figure title.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    if not results:
+        raise ValueError("nothing to plot")
+    n_max = max(r.n_nonmembers for r in results.values())
+    low = min(1e-3, 0.5 / n_max)  # below the smallest non-zero FPR
+    fig = Figure(figsize=(5, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, r in sorted(results.items()):
+        # Log axes cannot show 0: clip to the lower limit so curves start there.
+        ax.plot(
+            np.clip(r.fpr, low, 1),
+            np.clip(r.tpr, low, 1),
+            label=f"{name} (AUC {r.auc:.3f}, TPR@1% {r.tpr_at_1pct_fpr:.3f})",
+        )
+    ax.plot([low, 1], [low, 1], "k--", linewidth=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(low, 1), ylim=(low, 1))
+    ax.set(xlabel="false positive rate", ylabel="true positive rate")
+    ax.set_title(title or "Membership inference ROC")
+    ax.legend(loc="lower right", fontsize="x-small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path

@@ -1,0 +1,120 @@
+"""Known-answer tests of the membership metrics (larger score = member)."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_curve
+
+from medsynth_fl.privacy.metrics import (
+    algorithm1_accuracy,
+    balanced_subsample,
+    evaluate_attack,
+    p1d,
+    tpr_at_fpr,
+)
+
+
+def test_members_clearly_winning_give_auc_and_accuracy_near_one():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(6, 1, 300), rng.normal(0, 1, 300)
+
+    r = evaluate_attack("clear", members, nonmembers)
+
+    assert r.auc > 0.999 and r.acc > 0.99 and r.tpr_at_1pct_fpr > 0.95
+    assert (r.name, r.n_members, r.n_nonmembers) == ("clear", 300, 300)
+
+
+def test_swapped_labels_give_auc_and_accuracy_near_zero():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(6, 1, 300), rng.normal(0, 1, 300)
+
+    r = evaluate_attack("swapped", nonmembers, members)
+
+    assert r.auc < 0.001 and r.acc < 0.01 and r.tpr_at_1pct_fpr < 0.01
+
+
+def test_identical_distributions_give_chance():
+    rng = np.random.default_rng(0)
+
+    r = evaluate_attack("same", rng.normal(0, 1, 2000), rng.normal(0, 1, 2000))
+
+    assert abs(r.auc - 0.5) < 0.03 and abs(r.acc - 0.5) < 0.03
+
+
+def test_algorithm1_hand_computed():
+    # Ranked: 0.9 (m), 0.8 (n), 0.6 (m) | 0.3 (n), 0.2 (m), 0.1 (n): 2 members on top.
+    members, nonmembers = np.array([0.9, 0.2, 0.6]), np.array([0.8, 0.1, 0.3])
+
+    r = evaluate_attack("hand", members, nonmembers)
+
+    assert r.acc == pytest.approx(2 / 3)
+    assert r.auc == pytest.approx(6 / 9)  # member>non-member pairs: 3 + 1 + 2 of 9
+
+
+def test_algorithm1_shares_ties_at_the_cut():
+    # Top 2 of {1(m), 1(m), 1(n), 0(n)}: two of the three tied 1s, 2/3 of them members.
+    assert algorithm1_accuracy(np.array([1.0, 1.0]), np.array([1.0, 0.0])) == 2 / 3
+    # A constant score is exactly chance, whatever the order of the inputs.
+    assert algorithm1_accuracy(np.ones(5), np.ones(5)) == 0.5
+
+
+def test_unequal_sides_are_subsampled_deterministically():
+    members, nonmembers = np.arange(4.0) + 100, np.arange(10.0)
+
+    m, n = balanced_subsample(members, nonmembers, seed=3)
+    again = balanced_subsample(members, nonmembers, seed=3)
+
+    assert len(m) == len(n) == 4 and set(n) <= set(nonmembers)
+    assert np.array_equal(n, again[1]) and np.array_equal(m, members)
+    r = evaluate_attack("unequal", members, nonmembers)
+    assert (r.acc, r.auc, r.n_members, r.n_nonmembers) == (1.0, 1.0, 4, 10)
+
+
+def test_tpr_at_fpr_on_a_hand_made_roc():
+    fpr = np.array([0.0, 0.0, 0.005, 0.02, 1.0])
+    tpr = np.array([0.0, 0.3, 0.5, 0.8, 1.0])
+
+    assert tpr_at_fpr(fpr, tpr, 0.01) == 0.5
+    assert tpr_at_fpr(fpr, tpr, 0.001) == 0.3
+    assert tpr_at_fpr(fpr, tpr, 0.02) == 0.8
+    assert tpr_at_fpr(np.array([0.5, 1.0]), np.array([0.6, 1.0]), 0.1) == 0.0
+
+
+def test_tpr_at_low_fpr_from_scores():
+    # 100 non-members 0..99; members 200, 98.5, 50.5. One false positive (99) is
+    # allowed at 1 % FPR, which admits 200 and 98.5; none at 0.1 %, only 200.
+    nonmembers, members = np.arange(100.0), np.array([200.0, 98.5, 50.5])
+    fpr, tpr, _ = roc_curve(
+        np.r_[np.ones(3), np.zeros(100)], np.r_[members, nonmembers]
+    )
+
+    r = evaluate_attack("low-fpr", members, nonmembers)
+
+    assert r.tpr_at_1pct_fpr == pytest.approx(2 / 3)
+    assert r.tpr_at_0_1pct_fpr == pytest.approx(1 / 3)
+    assert np.array_equal(r.fpr, fpr) and np.array_equal(r.tpr, tpr)
+
+
+def test_p1d_hand_computed():
+    # a = 0.8, e = 1 − 0.6 = 0.4: 2·0.8·0.4 / 1.2 = 0.5333…
+    assert p1d(0.8, 0.6) == pytest.approx(0.64 / 1.2)
+    assert p1d(1.0, 0.0) == 1.0
+    assert p1d(0.0, 1.0) == 0.0
+    assert p1d(0.9, 0.5) == pytest.approx(2 * 0.9 * 0.5 / 1.4)
+
+
+@pytest.mark.parametrize(
+    "members, nonmembers",
+    [([], [1.0]), ([1.0], []), ([np.nan], [1.0]), ([1.0], [np.inf]), ([[1.0]], [1.0])],
+)
+def test_bad_scores_are_refused(members, nonmembers):
+    with pytest.raises(ValueError):
+        evaluate_attack("bad", np.array(members), np.array(nonmembers))
+
+
+def test_bad_accuracies_and_targets_are_refused():
+    with pytest.raises(ValueError):
+        p1d(1.2, 0.5)
+    with pytest.raises(ValueError):
+        p1d(0.5, -0.1)
+    with pytest.raises(ValueError):
+        tpr_at_fpr(np.array([0.0]), np.array([0.0]), 2.0)
