@@ -7,6 +7,7 @@ coordinator's own paths), opens the run store, and runs the MedSynth round.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,14 +70,21 @@ def run_coordinator(grid: Grid, rc: dict, flower_run_id: int) -> dict:
     return run_medsynth(grid, strategy, store, cfg, settings)
 
 
-def create_server_app(run_config_defaults: dict | None = None) -> ServerApp:
-    """Build the ServerApp; ``run_config_defaults`` stand in for an empty run config."""
+def create_server_app(
+    run_config_defaults: dict | None = None, wrap_grid: Callable[[Grid], Grid] | None = None
+) -> ServerApp:
+    """Build the ServerApp.
+
+    ``run_config_defaults`` stand in for an empty run config (in-process
+    ``run_simulation`` has none); ``wrap_grid`` lets a test observe every message.
+    """
     defaults = dict(run_config_defaults or {})
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         """Run (or resume) one MedSynth-FL round and print where its results are."""
+        grid = wrap_grid(grid) if wrap_grid else grid
         summary = run_coordinator(grid, {**defaults, **dict(context.run_config)}, context.run_id)
         print_headline(summary)
 

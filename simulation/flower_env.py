@@ -25,6 +25,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ray_tmpdir() -> Path:
+    """A folder for Ray's sessions: project-local when the path is short enough.
+
+    Ray puts AF_UNIX sockets below it (``.../ray/session_<date>_<pid>/sockets/
+    plasma_store``), and such paths may not exceed 107 bytes.
+    """
+    local = PROJECT_ROOT / ".cache" / "ray"
+    if len(str(local)) <= 40:
+        return local
+    return Path("/tmp") / f"medsynth-ray-{os.getuid()}"
+
+
 def flower_env(flwr_home: Path, port: int) -> dict[str, str]:
     """Environment for ``flwr``: project-local home and caches, no telemetry."""
     cache = PROJECT_ROOT / ".cache"
@@ -34,13 +46,13 @@ def flower_env(flwr_home: Path, port: int) -> dict[str, str]:
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
-        "RAY_TMPDIR": str(cache / "ray"),
+        "RAY_TMPDIR": str(ray_tmpdir()),
         "UV_CACHE_DIR": str(cache / "uv"),
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     })
-    (cache / "ray").mkdir(parents=True, exist_ok=True)
+    ray_tmpdir().mkdir(parents=True, exist_ok=True)
     return env
 
 

@@ -1,0 +1,75 @@
+"""The egress guard lets only the generator package and whitelisted metrics out."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from site_client.egress import EgressViolation, metrics_reply, package_reply
+
+from ..package.test_package import make_package
+
+
+@pytest.fixture
+def request_msg():
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    return Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=7, message_type="train")
+
+
+def test_package_reply_carries_exactly_the_generator(site_key, request_msg):
+    key, _ = site_key
+    g, pkg = make_package(key)
+    reply = package_reply(request_msg, pkg, {"num-examples": 10, "seconds": 1.5})
+    assert set(reply.content) == {"generator", "package", "metrics"}
+    assert set(reply.content["generator"]) == set(g.state_dict())
+    assert set(reply.content["package"]) == {"manifest", "signature", "site-id"}
+    assert dict(reply.content["metrics"]) == {"num-examples": 10.0, "seconds": 1.5}
+
+
+def test_extra_tensor_cannot_leave(site_key, request_msg):
+    key, _ = site_key
+    _, pkg = make_package(key)
+    smuggled = dataclasses.replace(pkg, tensors={**pkg.tensors, "critic.fc1.weight": torch.zeros(4, 4)})
+    with pytest.raises(EgressViolation, match="outside the generator"):
+        package_reply(request_msg, smuggled, {})
+
+
+def test_an_image_in_place_of_a_weight_cannot_leave(site_key, request_msg):
+    key, _ = site_key
+    _, pkg = make_package(key)
+    tensors = dict(pkg.tensors)
+    tensors["class_canvas"] = torch.rand(3, 3, 16, 16)  # an image batch, not the declared shape
+    with pytest.raises(EgressViolation):
+        package_reply(request_msg, dataclasses.replace(pkg, tensors=tensors), {})
+
+
+def test_weights_changed_after_signing_cannot_leave(site_key, request_msg):
+    key, _ = site_key
+    _, pkg = make_package(key)
+    tensors = {k: v.clone() for k, v in pkg.tensors.items()}
+    tensors["class_canvas"] += 1
+    with pytest.raises(EgressViolation, match="signed manifest"):
+        package_reply(request_msg, dataclasses.replace(pkg, tensors=tensors), {})
+
+
+@pytest.mark.parametrize("metrics,match", [
+    ({"train-loss-per-image": 0.1}, "whitelist"),
+    ({"gradients": 1.0}, "whitelist"),
+    ({"auc": float("nan")}, "finite"),
+    ({"auc": [0.1, 0.2]}, "finite"),
+    ({"audit/logan_wb/scores": 0.2}, "whitelist"),
+])
+def test_only_whitelisted_finite_scalar_metrics_leave(request_msg, metrics, match):
+    with pytest.raises(EgressViolation, match=match):
+        metrics_reply(request_msg, metrics)
+
+
+def test_metrics_reply_is_metrics_only(request_msg):
+    reply = metrics_reply(request_msg, {"auc": 0.7, "num-examples": 12, "audit/logan_wb/auc": 0.51})
+    assert list(reply.content) == ["metrics"]
+    assert isinstance(reply.content["metrics"], MetricRecord)
+    assert not any(isinstance(r, ArrayRecord) for r in reply.content.values())
+    assert np.isclose(reply.content["metrics"]["auc"], 0.7)
