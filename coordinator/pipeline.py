@@ -60,7 +60,7 @@ def train_shared_vit(store: RunStore, union: ImageSet, cfg: Config) -> nn.Module
     ckpt = store.dir / "models" / "shared_vit_checkpoint.pt"
     seed = cfg.training.seed
     torch.manual_seed(seed)  # same initialisation on a restart
-    trainer = ClassifierTrainer(cfg.classifier, num_classes, DistInfo())
+    trainer = ClassifierTrainer(cfg.classifier, num_classes, DistInfo(), len(union))
     start = 0
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
@@ -82,5 +82,6 @@ def evaluate_central(model: nn.Module, test_path: Path | None, class_names: list
     """Evaluate on the coordinator's own held-out real test set, when it has one."""
     if test_path is None:
         return None
-    test = load_npz(test_path, classes=class_names)
+    # A held-out set may lack a rare class; AUC and balanced accuracy skip it.
+    test = load_npz(test_path, classes=class_names, empty_class="skip")
     return evaluate_classifier(model, test)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -71,7 +72,7 @@ class CriticConfig(_Section):
 class Phase1Config(_Section):
     """WGAN-GP pre-training, eqs. (2)-(3)."""
 
-    steps: int = Field(23750, ge=0)  # generator updates; paper: 150 epochs
+    epochs: float = Field(150.0, ge=0)  # passes over the site's images (paper: 150)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1.0e-4, gt=0)
     beta1: float = Field(0.9, ge=0, lt=1)  # "momentum 0.9" (seed 000 §4.2)
@@ -84,7 +85,7 @@ class Phase1Config(_Section):
 class Phase2Config(_Section):
     """Logit matching against the fine-tuned ViT teacher, eqs. (4)-(5)."""
 
-    steps: int = Field(5000, ge=0)
+    epochs: float = Field(30.0, ge=0)  # 0 skips phase II
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1.0e-4, gt=0)
     lambda_g: float = Field(0.01, ge=0)  # weight of the adversarial term L_g
@@ -112,7 +113,8 @@ class ClassifierTrainConfig(_Section):
     """Training of a ViT classifier (the site's teacher or the downstream model)."""
 
     vit: ViTConfig = Field(default_factory=ViTConfig)
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(3000, ge=1)  # optimiser steps, unless epochs is set
+    epochs: float | None = Field(None, gt=0)  # when set: steps = epochs × images / batch
     batch_size: int = Field(32, ge=2)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)  # seed 000 §4.2
@@ -171,6 +173,13 @@ class FederationConfig(_Section):
     min_sites: int = Field(2, ge=1)
     timeout_s: float = Field(3600.0, gt=0)
     ipc: int = Field(50, ge=1)
+
+
+def epoch_steps(epochs: float, n_images: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimiser steps for ``epochs`` passes over ``n_images`` (0 epochs: 0 steps)."""
+    if epochs <= 0 or n_images <= 0:
+        return 0
+    return max(1, math.ceil(epochs * n_images / (batch_size * world_size)))
 
 
 class Config(_Section):
@@ -246,7 +255,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """Turn ``phase1.steps=10`` into ``{"phase1": {"steps": 10}}`` (value read as YAML)."""
+    """Turn ``phase1.epochs=10`` into ``{"phase1": {"epochs": 10}}`` (value read as YAML)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     dotted, raw = item.split("=", 1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ClassifierTrainConfig
+from ..config import ClassifierTrainConfig, epoch_steps
 from ..data.imageset import ImageSet
 from ..models.vit import build_vit, vit_logits
 from .batches import BatchSampler, dihedral_augment
@@ -29,15 +29,22 @@ def make_optimizer(
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def total_steps(cfg: ClassifierTrainConfig, n_images: int, world_size: int = 1) -> int:
+    """``cfg.steps``, or the steps of ``cfg.epochs`` passes over ``n_images``."""
+    if cfg.epochs is None:
+        return cfg.steps
+    return epoch_steps(cfg.epochs, n_images, cfg.batch_size, world_size)
+
+
 def make_scheduler(
-    opt: torch.optim.Optimizer, cfg: ClassifierTrainConfig
+    opt: torch.optim.Optimizer, warmup_steps: int, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up then cosine decay to zero over ``cfg.steps``."""
+    """Linear warm-up then cosine decay to zero at ``steps``."""
 
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -68,15 +75,20 @@ def classifier_step(
 
 
 class ClassifierTrainer:
-    """A ViT, its optimiser and schedule, trainable for ``cfg.steps`` (resumable)."""
+    """A ViT, its optimiser and schedule, trainable for ``steps`` (resumable).
 
-    def __init__(self, cfg: ClassifierTrainConfig, num_classes: int, info: DistInfo):
+    ``n_images`` is the size of the training set, which sets the number of
+    steps when the config counts in epochs.
+    """
+
+    def __init__(self, cfg: ClassifierTrainConfig, num_classes: int, info: DistInfo, n_images: int):
         self.cfg = cfg
         self.info = info
+        self.steps = total_steps(cfg, n_images, info.world_size)
         self.model = build_vit(cfg.vit, num_classes).to(info.device)
         self.ddp_model = wrap_ddp(self.model, info)
         self.opt = make_optimizer(self.model, cfg)
-        self.sched = make_scheduler(self.opt, cfg)
+        self.sched = make_scheduler(self.opt, cfg.warmup_steps, self.steps)
 
     def state_dict(self) -> dict:
         """Model, optimiser and schedule state (for checkpoints)."""
@@ -99,7 +111,7 @@ class ClassifierTrainer:
         stage: str = "classifier",
         start: int = 0,
     ) -> nn.Module:
-        """Train on ``train`` from step ``start`` to ``cfg.steps``; return the model."""
+        """Train on ``train`` from step ``start`` to the last step; return the model."""
         x, y = train.to_tensors()
         sampler = BatchSampler(x, y, len(train.class_names), self.cfg.class_sampling)
 
@@ -117,7 +129,7 @@ class ClassifierTrainer:
                 self.info.device,
             )
 
-        run_stage(ctx, stage, self.cfg.steps, start, step)
+        run_stage(ctx, stage, self.steps, start, step)
         return self.model.eval()
 
 
@@ -132,5 +144,5 @@ def train_classifier(
     if ctx.seed != seed:
         raise ValueError("seed and ctx.seed disagree")
     torch.manual_seed(seed)  # model initialisation
-    trainer = ClassifierTrainer(cfg, len(train.class_names), ctx.info)
+    trainer = ClassifierTrainer(cfg, len(train.class_names), ctx.info, len(train))
     return trainer.fit(train, ctx)

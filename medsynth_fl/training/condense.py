@@ -17,9 +17,15 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from safetensors.torch import save_file
 
-from ..config import Config
+from ..config import Config, epoch_steps
 from ..data.imageset import ImageSet
-from ..models.registry import build_critic, build_generator, generator_kwargs
+from ..models.registry import (
+    build_critic,
+    build_generator,
+    critic_kwargs,
+    generator_kwargs,
+    save_critic,
+)
 from ..package import TrainingSummary, create_package, write_package
 from ..runinfo import write_provenance
 from .batches import BatchSampler
@@ -91,7 +97,13 @@ class Condenser:
         self.opt_g2 = torch.optim.Adam(
             generator.parameters(), lr=cfg.phase2.lr, betas=(p1.beta1, p1.beta2)
         )
-        self.teacher = ClassifierTrainer(cfg.teacher, k, self.info)
+        self.teacher = ClassifierTrainer(cfg.teacher, k, self.info, len(train))
+        world = self.info.world_size
+        self.steps = {
+            "phase1": epoch_steps(cfg.phase1.epochs, len(train), cfg.phase1.batch_size, world),
+            "teacher": self.teacher.steps,
+            "phase2": epoch_steps(cfg.phase2.epochs, len(train), cfg.phase2.batch_size, world),
+        }
         self.x, self.y = train.to_tensors()
         self.seconds = {s: 0.0 for s in STAGES}
         self.completed: list[str] = []
@@ -152,7 +164,7 @@ class Condenser:
         run_stage(
             ctx,
             "phase1",
-            p1.steps,
+            self.steps["phase1"],
             start,
             lambda i, r, g: phase1_step(
                 self.gan, sampler, r, g, p1.batch_size, p1.n_critic, p1.lambda_gp
@@ -175,7 +187,7 @@ class Condenser:
         run_stage(
             ctx,
             "phase2",
-            p2.steps,
+            self.steps["phase2"],
             start,
             lambda i, r, g: phase2_step(
                 task,
@@ -194,9 +206,9 @@ class Condenser:
         cfg = self.cfg
         summary = TrainingSummary(
             stage=stage,
-            phase1_steps=cfg.phase1.steps,
-            phase2_steps=cfg.phase2.steps if stage == "phase2" else 0,
-            teacher_steps=cfg.teacher.steps if stage == "phase2" else 0,
+            phase1_steps=self.steps["phase1"],
+            phase2_steps=self.steps["phase2"] if stage == "phase2" else 0,
+            teacher_steps=self.steps["teacher"] if stage == "phase2" else 0,
             n_images=len(self.train),
             seconds={k: round(v, 2) for k, v in self.seconds.items()},
             config_digest=cfg.digest(),
@@ -217,8 +229,11 @@ class Condenser:
         # Kept at the site for its own audits (white-box LOGAN); never shipped.
         local = self.out_dir / "site_local"
         local.mkdir(parents=True, exist_ok=True)
-        save_file(unwrap(self.gan.critic).state_dict(), local / "critic.safetensors")
-        save_file(self.teacher.model.state_dict(), local / "teacher.safetensors")
+        critic = unwrap(self.gan.critic)
+        kwargs = critic_kwargs(self.cfg.critic, self.train.image_size, len(self.train.class_names))
+        save_critic(critic, kwargs, local / "critic.safetensors")
+        teacher = {k: v.contiguous() for k, v in self.teacher.model.state_dict().items()}
+        save_file(teacher, local / "teacher.safetensors")
 
     def run(self, resume: bool = False) -> CondenseResult:
         """Run (or continue) every stage and write the packages."""

@@ -70,7 +70,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, tiny_cfg, tiny_
     train, _ = tiny_data
     with pytest.raises(StopRequested):
         Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(2)).run()
-    other = tiny_cfg.model_copy(update={"phase1": tiny_cfg.phase1.model_copy(update={"steps": 7})})
+    other = tiny_cfg.model_copy(update={"phase1": tiny_cfg.phase1.model_copy(update={"epochs": 0.5})})
     with pytest.raises(ValueError, match="different config"):
         Condenser(other, train, tmp_path / "cut", key).run(resume=True)
 
@@ -82,7 +82,7 @@ def _cli(*args):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches(tmp_path):
-    common = ["condense", "--config", "tiny", "--set", "phase1.steps=30",
+    common = ["condense", "--config", "tiny", "--set", "phase1.epochs=0.13",
               "--set", f"data.cache_dir={tmp_path}/cache"]
     cmd, env = _cli(*common, "--out", str(tmp_path / "ref"))
     subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=REPO)
