@@ -4,19 +4,23 @@ evaluate it centrally and at the sites. Every result is persisted as it arrives.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from torch import nn
 
 from medsynth_fl.config import Config
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.package import GeneratorPackage, read_package, write_package
+from medsynth_fl.privacy import build_generator_only_attacks
 
 from .pipeline import evaluate_central, sample_site, train_shared_vit
 from .store import RunStore, SiteRecord
@@ -53,7 +57,28 @@ def _reply_bytes(msg: Message) -> int:
     return sum(len(a.data) for a in arrays.values()) + sum(len(str(v)) for v in config.values())
 
 
-def _persist_outcome(store: RunStore, strategy: MedSynthStrategy, replies: list[Message], asked: list[int]) -> None:
+def split_unavailable(replies: list[Message], sent: list[Message]) -> tuple[list[Message], dict[int, str]]:
+    """Separate the SuperLink's own "node unavailable" error replies.
+
+    Flower answers for an offline node itself (source = the SuperLink), so the
+    node is found again through the id of the request it answers.
+    """
+    dst = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+    own, unavailable = [], {}
+    for msg in replies:
+        if msg.has_error() and msg.metadata.src_node_id == SUPERLINK_NODE_ID:
+            node = dst.get(msg.metadata.reply_to_message_id, SUPERLINK_NODE_ID)
+            unavailable[node] = msg.error.reason
+        else:
+            own.append(msg)
+    return own, unavailable
+
+
+def _persist_outcome(store: RunStore, strategy: MedSynthStrategy, replies: list[Message], asked: list[int],
+                     unavailable: dict[int, str]) -> None:
+    for node, reason in unavailable.items():
+        store.record_site(SiteRecord(node, "", "unreachable", reason, "", "", 0, [], 0, 0.0))
+        store.log("warning", f"node {node}: unreachable: {reason}")
     outcome = strategy.aggregate_train_outcome(replies)
     sizes = {m.metadata.src_node_id: _reply_bytes(m) for m in replies if not m.has_error()}
     for node, (pkg, metrics) in outcome.accepted.items():
@@ -66,7 +91,7 @@ def _persist_outcome(store: RunStore, strategy: MedSynthStrategy, replies: list[
     for r in outcome.refused:
         store.record_site(SiteRecord(r.node_id, r.site_id, "rejected", r.reason, "", "", 0, [], sizes.get(r.node_id, 0), 0.0))
         store.log("warning", f"node {r.node_id}: refused: {r.reason}")
-    replied = {m.metadata.src_node_id for m in replies}
+    replied = {m.metadata.src_node_id for m in replies} | set(unavailable)
     for node in sorted(set(asked) - replied):
         store.record_site(SiteRecord(node, "", "unreachable", "no reply before the timeout", "", "", 0, [], 0, 0.0))
         store.log("warning", f"node {node}: no reply before the timeout")
@@ -80,8 +105,8 @@ def collect_packages(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cf
         if nodes:
             request = ConfigRecord({"nodes": nodes, "run-id": store.run_id})
             messages = list(strategy.configure_train(1, ArrayRecord(), request, grid))
-            replies = list(grid.send_and_receive(messages, timeout=timeout_s))
-            _persist_outcome(store, strategy, replies, nodes)
+            replies, unavailable = split_unavailable(list(grid.send_and_receive(messages, timeout=timeout_s)), messages)
+            _persist_outcome(store, strategy, replies, nodes, unavailable)
     accepted = store.sites("accepted")
     if len(accepted) < cfg.federation.min_sites:
         raise NotEnoughSites(
@@ -90,6 +115,52 @@ def collect_packages(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cf
         )
     store.finish_stage("collect", {"sites": [r.site_id for r in accepted]})
     return {r.site_id: read_package(Path(r.package_path), strategy.trusted, cfg.package.max_bytes) for r in accepted}
+
+
+def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
+    m = pkg.manifest
+    models = build_generator_only_attacks(pkg.build_generator(), list(m.class_names), list(m.classes_present),
+                                          cfg.audit, seed=cfg.training.seed)
+    arrays, meta = models.to_state()
+    content = RecordDict({
+        "attack": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+        "attack-meta": ConfigRecord(dict(meta)),
+    })
+    return Message(content, dst_node_id=node, message_type="query.audit")
+
+
+def federated_audit(grid: Grid, store: RunStore, packages: dict[str, GeneratorPackage], cfg: Config,
+                    timeout_s: float) -> dict[str, GeneratorPackage]:
+    """Audit every accepted generator at its own site; quarantine the ones that leak.
+
+    The coordinator builds the attacks it can from the generator alone and
+    sends them to the site, which scores its own members against its held-out
+    images and returns aggregate metrics. A generator with any attack AUC above
+    ``audit.max_auc`` is kept out of the shared model.
+    """
+    node_of = {r.site_id: r.node_id for r in store.sites("accepted")}
+    todo = {site: pkg for site, pkg in sorted(packages.items()) if not store.metrics(f"audit:{site}")}
+    messages = [_audit_message(pkg, node_of[site], cfg) for site, pkg in todo.items()]
+    site_of = {node_of[site]: site for site in todo}
+    replies, unavailable = split_unavailable(list(grid.send_and_receive(messages, timeout=timeout_s)), messages)
+    for node, reason in unavailable.items():
+        store.log("warning", f"site {site_of.get(node, node)}: federated audit failed: {reason}")
+    for msg in replies:
+        site = site_of.get(msg.metadata.src_node_id, str(msg.metadata.src_node_id))
+        if msg.has_error():
+            store.log("warning", f"site {site}: federated audit failed: {msg.error.reason}")
+            continue
+        metrics = {k: float(v) for k, v in msg.content["metrics"].items()}
+        store.put_metrics(f"audit:{site}", metrics)
+        leaks = sorted(k for k, v in metrics.items() if k.endswith("/auc") and v > cfg.audit.max_auc)
+        if leaks:
+            rec = next(r for r in store.sites("accepted") if r.site_id == site)
+            reason = f"federated audit: {', '.join(leaks)} above {cfg.audit.max_auc}"
+            store.record_site(dataclasses.replace(rec, status="quarantined", reason=reason))
+            store.log("warning", f"site {site}: quarantined ({reason})")
+    store.finish_stage("audit")
+    accepted = {r.site_id for r in store.sites("accepted")}
+    return {s: p for s, p in packages.items() if s in accepted}
 
 
 def federated_evaluate(grid: Grid, strategy: MedSynthStrategy, store: RunStore, model: nn.Module, cfg: Config, timeout_s: float) -> dict[str, float]:
@@ -119,6 +190,9 @@ def federated_evaluate(grid: Grid, strategy: MedSynthStrategy, store: RunStore, 
 def run_medsynth(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cfg: Config, settings: RoundSettings) -> dict:
     """The whole MedSynth-FL round; resumable at every stage. Returns the summary."""
     packages = collect_packages(grid, strategy, store, cfg, settings.timeout_s)
+    packages = federated_audit(grid, store, packages, cfg, settings.timeout_s)
+    if len(packages) < cfg.federation.min_sites:
+        raise NotEnoughSites(f"{len(packages)} generator(s) passed the audit, the run needs {cfg.federation.min_sites}")
     condensed = [sample_site(store, pkg, cfg.federation.ipc, cfg.sampling.seed) for pkg in packages.values()]
     store.finish_stage("sample", {"images": sum(len(c) for c in condensed)})
     model = train_shared_vit(store, ImageSet.concat(condensed), cfg)

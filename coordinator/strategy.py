@@ -42,6 +42,9 @@ class TrainOutcome:
 
 def _package_from_reply(msg: Message, trusted: KeyRing, max_bytes: int) -> tuple[GeneratorPackage, dict]:
     content = msg.content
+    if "refusal" in content and "generator" not in content:
+        refusal = content["refusal"]
+        raise PackageRejected(f"withheld by the site's release gate: {refusal.get('reasons', '')}")
     try:
         arrays = content["generator"]
         meta = content["package"]

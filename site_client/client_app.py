@@ -13,9 +13,20 @@ from flwr.clientapp import ClientApp
 
 from medsynth_fl.config import ViTConfig, from_flower
 
-from .egress import metrics_reply, package_reply
-from .work import condense_site, evaluate_shared_vit, site_from_node_config
+from .egress import metrics_reply, package_reply, refusal_reply
+from .work import (
+    audit_for_coordinator,
+    condense_site,
+    evaluate_shared_vit,
+    self_audit,
+    site_from_node_config,
+)
 
+
+
+def _plain(value):
+    """ConfigRecord lists come back as lists; everything else as is."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _site_and_config(context: Context, defaults: dict):
@@ -37,7 +48,11 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         t0 = time.monotonic()
         site, cfg = _site_and_config(context, defaults)
         pkg, train_set = condense_site(site, cfg)
-        metrics = {"num-examples": len(train_set), "seconds": time.monotonic() - t0}
+        decision = self_audit(site, cfg, pkg, train_set)
+        metrics = {**decision.metrics, "num-examples": len(train_set),
+                   "seconds": time.monotonic() - t0}
+        if not decision.allowed:
+            return refusal_reply(msg, site.site_id, decision.reasons, metrics)
         return package_reply(msg, pkg, metrics)
 
     @app.evaluate()
@@ -49,6 +64,14 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         state = msg.content["arrays"].to_torch_state_dict()
         m = evaluate_shared_vit(vit_cfg, state, int(config["num-classes"]), cfg)
         return metrics_reply(msg, m.as_record())
+
+    @app.query("audit")
+    def audit(msg: Message, context: Context) -> Message:
+        """Score local members vs non-members with the coordinator's attack models."""
+        site, cfg = _site_and_config(context, defaults)
+        arrays = {k: v.numpy() for k, v in msg.content["attack"].items()}
+        meta = {k: _plain(v) for k, v in msg.content["attack-meta"].items()}
+        return metrics_reply(msg, audit_for_coordinator(site, cfg, arrays, meta))
 
     return app
 

@@ -17,11 +17,13 @@ from medsynth_fl.package import GeneratorPackage
 from medsynth_fl.package.io import expected_tensors, weights_sha256
 
 PACKAGE_CONFIG_KEYS = frozenset({"manifest", "signature", "site-id"})
+REFUSAL_CONFIG_KEYS = frozenset({"site-id", "reasons"})
 METRIC_KEYS = frozenset({
     "num-examples", "seconds", "auc", "acc", "bal-acc",
     "gate-allowed", "memorization-rate", "rejection-rate",
 })
-AUDIT_METRIC_SUFFIXES = ("/acc", "/auc", "/tpr@1fpr", "/tpr@0.1fpr")
+AUDIT_METRIC_SUFFIXES = ("/acc", "/auc", "/tpr@1fpr", "/tpr@0.1fpr", "/p1d", "/pixel", "/embed")
+MAX_REASON_CHARS = 2000
 
 
 class EgressViolation(RuntimeError):
@@ -60,6 +62,22 @@ def package_reply(msg: Message, pkg: GeneratorPackage, metrics: dict[str, float]
             "signature": pkg.signature_b64,
             "site-id": pkg.manifest.site_id,
         }),
+        "metrics": _check_metrics(metrics),
+    })
+    return Message(content, reply_to=msg)
+
+
+def refusal_reply(msg: Message, site_id: str, reasons: list[str], metrics: dict[str, float]) -> Message:
+    """Reply to a train request when the site's release gate refused its generator.
+
+    Carries the gate's reasons (attack names and AUCs, no data) and the audit's
+    aggregate metrics; no tensor at all.
+    """
+    text = "; ".join(reasons)
+    if len(text) > MAX_REASON_CHARS:
+        raise EgressViolation("refusal reasons are too long to be aggregate metadata")
+    content = RecordDict({
+        "refusal": ConfigRecord({"site-id": site_id, "reasons": text}),
         "metrics": _check_metrics(metrics),
     })
     return Message(content, reply_to=msg)

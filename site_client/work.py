@@ -5,6 +5,7 @@ and evaluate a received shared ViT on its local test split.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,7 +21,16 @@ from medsynth_fl.data import data_overrides, load_train_test
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
 from medsynth_fl.models.vit import build_vit
+from medsynth_fl.models.registry import load_critic
 from medsynth_fl.package import GeneratorPackage, load_private_key, read_package
+from medsynth_fl.privacy import (
+    AttackModels,
+    audit_metrics,
+    build_reference_attacks,
+    release_gate,
+    run_audit,
+    write_report_json,
+)
 from medsynth_fl.training.condense import PACKAGE_NAME, Condenser
 
 log = logging.getLogger(__name__)
@@ -121,6 +131,57 @@ def run_torchrun(site: SiteSetup, cfg: Config, work: Path) -> None:
     ]
     log.info("site %s: %s", site.site_id, " ".join(cmd))
     subprocess.run(cmd, check=True, env=dict(os.environ))
+
+
+@dataclass(frozen=True)
+class ReleaseDecision:
+    """The site's self-audit of its generator before release, and the gate's verdict."""
+
+    allowed: bool
+    reasons: list[str]
+    metrics: dict[str, float]
+
+
+def self_audit(site: SiteSetup, cfg: Config, pkg: GeneratorPackage, train: ImageSet) -> ReleaseDecision:
+    """Audit the generator with the site's own critic and images; apply the gate.
+
+    White-box LOGAN (the critic never leaves the site), the distance attacks
+    and the memorisation check run here on the site's training images
+    (members) against its held-out images (non-members). The full report stays
+    in the site's work folder; only aggregate metrics may leave.
+    """
+    work = site.work_dir / cfg.digest()
+    cached = work / "release_decision.json"
+    if cached.is_file():  # the same package was audited already
+        return ReleaseDecision(**json.loads(cached.read_text()))
+    _, test = load_train_test(cfg.data)
+    generator = pkg.build_generator()
+    m = pkg.manifest
+    models = build_reference_attacks(generator, list(m.class_names), list(m.classes_present), cfg.audit, cfg.training.seed)
+    critic = load_critic(work / "site_local" / "critic.safetensors")
+    report = run_audit(train, test, models, critic=critic, max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    gate = release_gate(report, cfg.audit.max_auc)
+    write_report_json(report, work / "release_audit.json", gate)
+    metrics = {**audit_metrics(report), "gate-allowed": float(gate.allowed),
+               "memorization-rate": float(report.memorization.get("pixel", 0.0))}
+    if not gate.allowed:
+        log.warning("site %s: release refused by its gate: %s", site.site_id, "; ".join(gate.reasons))
+    decision = ReleaseDecision(gate.allowed, list(gate.reasons), metrics)
+    cached.write_text(json.dumps(dataclasses.asdict(decision)))
+    return decision
+
+
+def audit_for_coordinator(site: SiteSetup, cfg: Config, arrays: dict, meta: dict) -> dict[str, float]:
+    """Score this site's members and non-members with the coordinator's attack
+    models (built from the generator alone); return aggregate metrics only.
+    """
+    train, test = load_train_test(cfg.data)
+    work = site.work_dir / cfg.digest()
+    pkg = read_package(work / PACKAGE_NAME, max_bytes=cfg.package.max_bytes)
+    models = AttackModels.from_state(arrays, meta, pkg.build_generator())
+    report = run_audit(train, test, models, max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    write_report_json(report, work / "federated_audit.json")
+    return audit_metrics(report)
 
 
 def evaluate_shared_vit(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ..config import CriticConfig, GeneratorConfig
@@ -39,12 +43,38 @@ def build_generator(arch: str, kwargs: dict[str, Any]) -> nn.Module:
     return GENERATORS[arch](**kwargs)
 
 
+def critic_kwargs(cfg: CriticConfig, image_size: int, num_classes: int) -> dict[str, Any]:
+    """Constructor keyword arguments of the critic."""
+    return {
+        "image_size": image_size,
+        "num_classes": num_classes,
+        "ndf": cfg.ndf,
+        "fc_hidden": cfg.fc_hidden,
+        "spectral_norm": cfg.spectral_norm,
+    }
+
+
 def build_critic(cfg: CriticConfig, image_size: int, num_classes: int) -> Critic:
     """Build the site's critic F_a from its config section."""
-    return Critic(
-        image_size=image_size,
-        num_classes=num_classes,
-        ndf=cfg.ndf,
-        fc_hidden=cfg.fc_hidden,
-        spectral_norm=cfg.spectral_norm,
-    )
+    return Critic(**critic_kwargs(cfg, image_size, num_classes))
+
+
+def save_critic(critic: Critic, kwargs: dict[str, Any], path: Path) -> Path:
+    """Write the critic's weights with its constructor kwargs (site-local file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in critic.state_dict().items()}
+    save_file(state, path, metadata={"critic_kwargs": json.dumps(kwargs)})
+    return path
+
+
+def load_critic(path: Path) -> Critic:
+    """Rebuild a critic written by :func:`save_critic` (no unpickling)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"critic checkpoint not found: {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if "critic_kwargs" not in meta:
+            raise ValueError(f"{path} is not a critic written by medsynth-fl (no critic_kwargs)")
+        critic = Critic(**json.loads(meta["critic_kwargs"]))
+        critic.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
+    return critic.eval()

@@ -43,10 +43,11 @@ class AttackModels:
     generator : the audited generator (not serialised).
     classes_present : the classes the generator was trained on.
     feature_net : the fixed random feature network φ.
-    shadow_critic : critic of the shadow GAN trained on generated samples.
+    shadow_critic : critic of the shadow GAN trained on generated samples
+        (None for the reference-only attacks a site runs before release).
     shadow_width : ``ndf`` of the shadow critic.
-    encoder_pixel : recovery encoder trained with φ = identity.
-    encoder_feature : recovery encoder trained with φ = ``feature_net``.
+    encoder_pixel : recovery encoder trained with φ = identity (or None).
+    encoder_feature : recovery encoder trained with φ = ``feature_net`` (or None).
     generated : reference samples of the generator, with their labels.
     generated_embeddings : ``feature_net.embed`` of ``generated``, float32.
     density_k : k of the k-NN density (distribution attacks).
@@ -56,10 +57,10 @@ class AttackModels:
     generator: nn.Module
     classes_present: tuple[str, ...]
     feature_net: RandomConvFeatures
-    shadow_critic: Critic
+    shadow_critic: Critic | None
     shadow_width: int
-    encoder_pixel: LatentEncoder
-    encoder_feature: LatentEncoder
+    encoder_pixel: LatentEncoder | None
+    encoder_feature: LatentEncoder | None
     generated: ImageSet
     generated_embeddings: np.ndarray
     density_k: int
@@ -70,7 +71,15 @@ class AttackModels:
         """The generator's full label space."""
         return self.generated.class_names
 
+    @property
+    def has_models(self) -> bool:
+        """True when the shadow critic and recovery encoders were built."""
+        parts = (self.shadow_critic, self.encoder_pixel, self.encoder_feature)
+        return all(p is not None for p in parts)
+
     def _modules(self) -> dict[str, nn.Module]:
+        if not self.has_models:
+            raise AttackStateError("reference-only attacks have no models to ship")
         return {
             "shadow_critic": self.shadow_critic,
             "encoder_pixel": self.encoder_pixel,
@@ -101,7 +110,7 @@ class AttackModels:
             "class_names": list(self.class_names),
             "classes_present": list(self.classes_present),
             "image_size": self.generated.image_size,
-            "noise_shape": [int(d) for d in self.encoder_pixel.noise_shape],
+            "noise_shape": [int(d) for d in noise_shape(self.generator)],
             "shadow_width": self.shadow_width,
             "feature_width": self.feature_net.width,
             "feature_grid": self.feature_net.grid,

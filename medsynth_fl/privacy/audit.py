@@ -60,6 +60,45 @@ def _generate_reference(
         return sample_condensed_set(generator, class_names, classes_present, ipc, seed)
 
 
+def build_reference_attacks(
+    generator: nn.Module,
+    class_names: list[str],
+    classes_present: list[str],
+    cfg: AuditConfig,
+    seed: int = 0,
+) -> AttackModels:
+    """Reference samples, the feature network φ and embeddings: the cheap part.
+
+    Enough for the distance attacks and the memorisation check, and (with the
+    site's critic) white-box LOGAN: what a site runs before it releases a
+    generator. No shadow critic or recovery encoder is trained.
+    """
+    device = device_of(generator)
+    generated = _generate_reference(
+        generator,
+        class_names,
+        classes_present,
+        cfg.n_generated,
+        derive_seed(seed, "audit", "reference"),
+    )
+    feature_net = RandomConvFeatures(seed=derive_seed(seed, "audit", "features"))
+    feature_net = feature_net.to(device).eval()
+    x_gen, _ = generated.to_tensors()
+    return AttackModels(
+        generator=generator,
+        classes_present=tuple(classes_present),
+        feature_net=feature_net,
+        shadow_critic=None,
+        shadow_width=cfg.shadow_width,
+        encoder_pixel=None,
+        encoder_feature=None,
+        generated=generated,
+        generated_embeddings=embeddings(feature_net.embed, x_gen, cfg.batch_size, device),
+        density_k=cfg.density_k,
+        seed=seed,
+    )
+
+
 def build_generator_only_attacks(
     generator: nn.Module,
     class_names: list[str],
@@ -83,31 +122,21 @@ def build_generator_only_attacks(
     AttackModels
         Feature network, shadow critic, recovery encoders and reference samples.
     """
-    device, t0 = device_of(generator), time.perf_counter()
-    generated = _generate_reference(
-        generator,
-        class_names,
-        classes_present,
-        cfg.n_generated,
-        derive_seed(seed, "audit", "reference"),
-    )
-    feature_net = RandomConvFeatures(seed=derive_seed(seed, "audit", "features"))
-    feature_net = feature_net.to(device).eval()
-    x_gen, _ = generated.to_tensors()
-    gen_emb = embeddings(feature_net.embed, x_gen, cfg.batch_size, device)
-    shadow = logan.train_shadow_critic(
-        generated,
+    t0 = time.perf_counter()
+    models = build_reference_attacks(generator, class_names, classes_present, cfg, seed)
+    models.shadow_critic = logan.train_shadow_critic(
+        models.generated,
         steps=cfg.shadow_steps,
         width=cfg.shadow_width,
         batch_size=cfg.batch_size,
         lr=cfg.shadow_lr,
         n_critic=cfg.shadow_n_critic,
         seed=derive_seed(seed, "audit", "shadow"),
-        device=device,
+        device=device_of(generator),
     )
     labels = [class_names.index(c) for c in classes_present]
-    encoders = {
-        name: recovery.train_recovery_encoder(
+    models.encoder_pixel, models.encoder_feature = (
+        recovery.train_recovery_encoder(
             generator,
             phi,
             labels,
@@ -116,22 +145,10 @@ def build_generator_only_attacks(
             lr=cfg.encoder_lr,
             seed=derive_seed(seed, "audit", "encoder", name),
         )
-        for name, phi in (("pixel", nn.Identity()), ("feature", feature_net))
-    }
-    log.info("audit models built in %.1f s", time.perf_counter() - t0)
-    return AttackModels(
-        generator=generator,
-        classes_present=tuple(classes_present),
-        feature_net=feature_net,
-        shadow_critic=shadow,
-        shadow_width=cfg.shadow_width,
-        encoder_pixel=encoders["pixel"],
-        encoder_feature=encoders["feature"],
-        generated=generated,
-        generated_embeddings=gen_emb,
-        density_k=cfg.density_k,
-        seed=seed,
+        for name, phi in (("pixel", nn.Identity()), ("feature", models.feature_net))
     )
+    log.info("audit models built in %.1f s", time.perf_counter() - t0)
+    return models
 
 
 def score_candidates(
@@ -165,14 +182,15 @@ def score_candidates(
         scores["logan_wb"] = logan.white_box_scores(
             critic_scores(critic, x, y, batch_size)
         )
-    shadow = critic_scores(models.shadow_critic, x, y, batch_size)
-    scores["logan_bb"] = logan.black_box_scores(shadow)
-    for name, encoder, phi in (
-        ("pixel", models.encoder_pixel, nn.Identity()),
-        ("feature", models.encoder_feature, models.feature_net),
-    ):
-        errors = recovery_errors(g, encoder, phi, x, y, batch_size)
-        scores[f"recovery_{name}"] = recovery.membership_scores(errors)
+    if models.has_models:
+        shadow = critic_scores(models.shadow_critic, x, y, batch_size)
+        scores["logan_bb"] = logan.black_box_scores(shadow)
+        for name, encoder, phi in (
+            ("pixel", models.encoder_pixel, nn.Identity()),
+            ("feature", models.encoder_feature, models.feature_net),
+        ):
+            errors = recovery_errors(g, encoder, phi, x, y, batch_size)
+            scores[f"recovery_{name}"] = recovery.membership_scores(errors)
     emb = embeddings(models.feature_net.embed, x, batch_size, device_of(g))
     x_gen, _ = models.generated.to_tensors()
     k = min(models.density_k, len(models.generated))
