@@ -39,7 +39,7 @@ def _config_args(p: argparse.ArgumentParser, default: str | None = None) -> None
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one setting, e.g. --set phase1.steps=100 (repeatable)",
+        help="override one setting, e.g. --set phase1.epochs=10 (repeatable)",
     )
 
 
@@ -133,9 +133,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not pkg.signature_verified:
         log.warning("signature NOT verified (no --public-key given)")
     m = pkg.manifest
-    images = sample_condensed_set(
-        pkg.build_generator(), m.class_names, m.classes_present, args.ipc, args.seed
-    )
+    generator = pkg.build_generator()
+    if args.reject_copies_of:
+        images = _reject_copies(args, generator, m)
+    else:
+        images = sample_condensed_set(
+            generator, m.class_names, m.classes_present, args.ipc, args.seed
+        )
     out = Path(args.out)
     npz = images.save_npz(out / "condensed.npz")
     grids = save_class_grids(images, out / "grids")
@@ -144,6 +148,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     print(f"{len(grids)} PNG grids in {out / 'grids'}")
     return 0
+
+
+def _reject_copies(args: argparse.Namespace, generator, manifest):
+    """Seed 001's filter at the site: draw twice --ipc per class, drop samples
+    nearer a training image than any two training images are to each other,
+    keep --ipc per class, and report the rejection rate.
+    """
+    from .config import DataConfig
+    from .data import load_image_source
+    from .privacy import reject_memorized
+    from .sampling import sample_condensed_set
+
+    classes = list(manifest.class_names)
+    data_cfg = DataConfig(classes=classes, empty_class="skip", image_size=manifest.image_size)
+    train = load_image_source(args.reject_copies_of, data_cfg, "train")
+    drawn = sample_condensed_set(generator, classes, manifest.classes_present, 2 * args.ipc, args.seed)
+    result = reject_memorized(drawn, train)
+    kept = result.kept
+    keep = np.concatenate([np.flatnonzero(kept.labels == k)[: args.ipc] for k in range(len(classes))])
+    print(f"rejected {result.rejection_rate:.2%} of samples as near-copies of training images "
+          f"(pixel L2 threshold {result.threshold:.1f})")
+    short = [c for k, c in enumerate(classes) if c in manifest.classes_present and (kept.labels == k).sum() < args.ipc]
+    if short:
+        log.warning("fewer than %d samples survived for %s", args.ipc, short)
+    return kept.subset(np.sort(keep))
 
 
 # -- evaluate -----------------------------------------------------------------
@@ -186,6 +215,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.json).write_text(
             json.dumps({"seeds": rows, "summary": summary}, indent=2)
         )
+    return 0
+
+
+# -- audit --------------------------------------------------------------------
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Run every membership-inference attack on a package; write JSON and ROC plots."""
+    from .data import load_image_source
+    from .models.registry import load_critic
+    from .package import read_package
+    from .privacy import (
+        build_generator_only_attacks,
+        plot_roc,
+        release_gate,
+        run_audit,
+        write_report_json,
+    )
+
+    cfg = load_config(args.config, args.overrides)
+    pkg = read_package(Path(args.package), _keyring(args.public_key))
+    m = pkg.manifest
+    data_cfg = cfg.data.model_copy(update={"classes": list(m.class_names), "empty_class": "skip"})
+    members = load_image_source(args.members, data_cfg, args.members_split)
+    nonmembers = load_image_source(args.nonmembers, data_cfg, args.nonmembers_split)
+    critic = load_critic(Path(args.discriminator)) if args.discriminator else None
+    generator = pkg.build_generator()
+    models = build_generator_only_attacks(generator, list(m.class_names), list(m.classes_present), cfg.audit, cfg.training.seed)
+    report = run_audit(members, nonmembers, models, critic=critic, max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    gate = release_gate(report, cfg.audit.max_auc)
+    out = Path(args.out)
+    write_report_json(report, out / "audit.json", gate)
+    plot_roc(report.results, out / "roc.png", title=f"membership inference: {m.site_id}")
+    print(f"{'attack':>18} {'acc':>6} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>8}")
+    for name, r in sorted(report.results.items()):
+        print(f"{name:>18} {r.acc:6.3f} {r.auc:6.3f} {r.tpr_at_1pct_fpr:7.3f} {r.tpr_at_0_1pct_fpr:8.3f}")
+    print("memorisation rate: " + ", ".join(f"{k} {v:.4f}" for k, v in report.memorization.items()))
+    verdict = "release allowed" if gate.allowed else "release REFUSED: " + "; ".join(gate.reasons)
+    print(f"gate (max AUC {cfg.audit.max_auc}): {verdict}")
+    print(f"report: {out / 'audit.json'}, ROC plot: {out / 'roc.png'}")
     return 0
 
 
@@ -250,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-key",
         help="site public key (.pub) or a folder of <site>.pub to verify against",
     )
+    p.add_argument(
+        "--reject-copies-of",
+        metavar="DATA",
+        help="at the site: drop samples closer to a training image (of DATA) than "
+        "any two training images are, and report the rate (seed 001)",
+    )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
@@ -277,6 +350,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("audit", help="membership-inference audit of a generator package")
+    _config_args(p, default="cpu")
+    p.add_argument("package")
+    p.add_argument("--members", required=True,
+                   help="the generator's training images (.npz, data folder, 'embedded')")
+    p.add_argument("--nonmembers", required=True,
+                   help="held-out images of the same distribution")
+    p.add_argument("--members-split", choices=["train", "test", "all"], default="train")
+    p.add_argument("--nonmembers-split", choices=["train", "test", "all"], default="test")
+    p.add_argument("--discriminator",
+                   help="the site's critic (site_local/critic.safetensors): adds white-box LOGAN")
+    p.add_argument("--public-key", help="site public key (.pub) or a folder of <site>.pub")
+    p.add_argument("--out", required=True, help="folder for audit.json and roc.png")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser(
         "verify", help="verify a generator package and print its manifest"
