@@ -1,4 +1,4 @@
-"""Start, observe and stop a real Flower deployment (SuperLink + SuperNodes) on one machine.
+"""Start, observe and stop a Flower deployment (SuperLink + SuperNodes) on one machine.
 
 Used by the loopback integration test and handy for trying the deployment
 commands of ``docs/deployment.md`` locally. Everything here is a thin layer over
@@ -48,8 +48,9 @@ class DeploymentError(RuntimeError):
 
 
 # -- environment and configuration ------------------------------------------------
-def deployment_env(flwr_home: Path, threads: int | None = None,
-                   base: Mapping[str, str] | None = None) -> dict[str, str]:
+def deployment_env(
+    flwr_home: Path, threads: int | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Environment for a Flower process with its own ``FLWR_HOME``.
 
     No telemetry, no runtime ``uv sync`` (this environment already holds every
@@ -58,14 +59,16 @@ def deployment_env(flwr_home: Path, threads: int | None = None,
     name), and optionally a cap on the math libraries' threads.
     """
     env = dict(os.environ if base is None else base)
-    env.update({
-        "FLWR_HOME": str(flwr_home),
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "FLWR_HOME": str(flwr_home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if threads is not None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)
@@ -73,8 +76,9 @@ def deployment_env(flwr_home: Path, threads: int | None = None,
     return env
 
 
-def write_connection(flwr_home: Path, name: str, address: str,
-                     root_certificates: Path | None = None) -> Path:
+def write_connection(
+    flwr_home: Path, name: str, address: str, root_certificates: Path | None = None
+) -> Path:
     """Write ``$FLWR_HOME/config.toml`` with one (default) SuperLink connection.
 
     With ``root_certificates`` the ``flwr`` CLI verifies the SuperLink's TLS
@@ -82,10 +86,17 @@ def write_connection(flwr_home: Path, name: str, address: str,
     it the connection is ``insecure`` (plain HTTP).
     """
     flwr_home.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", f"default = {toml_value(name)}", "",
-             f"[superlink.{name}]", f"address = {toml_value(address)}"]
+    lines = [
+        "[superlink]",
+        f"default = {toml_value(name)}",
+        "",
+        f"[superlink.{name}]",
+        f"address = {toml_value(address)}",
+    ]
     if root_certificates is not None:
-        lines.append(f"root-certificates = {toml_value(str(Path(root_certificates).resolve()))}")
+        lines.append(
+            f"root-certificates = {toml_value(str(Path(root_certificates).resolve()))}"
+        )
     else:
         lines.append("insecure = true")
     path = flwr_home / "config.toml"
@@ -103,7 +114,9 @@ def node_config_arg(values: Mapping[str, str | int | float | bool]) -> str:
     for key, value in values.items():
         if isinstance(value, str):
             if "'" in value or "\n" in value:
-                raise ValueError(f"node config value for {key!r} cannot hold quotes/newlines")
+                raise ValueError(
+                    f"node config value for {key!r} cannot hold quotes/newlines"
+                )
             parts.append(f"{key}='{value}'")
         else:
             parts.append(f"{key}={toml_value(value)}")
@@ -115,11 +128,22 @@ def run_config_arg(values: Mapping[str, object]) -> str:
     return " ".join(f"{k}={toml_value(v)}" for k, v in values.items())
 
 
-def superlink_command(tls: TlsFiles | None, port: int, host: str = "127.0.0.1",
-                      database: Path | None = None, supernode_auth: bool = True) -> list[str]:
+def superlink_command(
+    tls: TlsFiles | None,
+    port: int,
+    host: str = "127.0.0.1",
+    database: Path | None = None,
+    supernode_auth: bool = True,
+) -> list[str]:
     """``flower-superlink`` with TLS and SuperNode authentication on one port."""
-    cmd = ["flower-superlink", "--host", host, "--port", str(port),
-           "--disable-runtime-dependency-installation"]
+    cmd = [
+        "flower-superlink",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
     cmd += tls.superlink_args() if tls is not None else ["--insecure"]
     if supernode_auth:
         cmd.append("--enable-supernode-auth")
@@ -128,41 +152,65 @@ def superlink_command(tls: TlsFiles | None, port: int, host: str = "127.0.0.1",
     return cmd
 
 
-def supernode_command(superlink: str, root_certificates: Path | None, auth_key: Path | None,
-                      node_config: Mapping[str, str | int | float | bool],
-                      runtime_port: int) -> list[str]:
-    """``flower-supernode`` for one hospital; ``runtime_port`` is its local Runtime API."""
+def supernode_command(
+    superlink: str,
+    root_certificates: Path | None,
+    auth_key: Path | None,
+    node_config: Mapping[str, str | int | float | bool],
+    runtime_port: int,
+) -> list[str]:
+    """``flower-supernode`` for one hospital; ``runtime_port``: its Runtime API."""
     cmd = ["flower-supernode", "--superlink", superlink, "--port", str(runtime_port)]
-    cmd += ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
+    cmd += (
+        ["--root-certificates", str(root_certificates)]
+        if root_certificates
+        else ["--insecure"]
+    )
     if auth_key is not None:
         cmd += ["--auth-supernode-private-key", str(auth_key)]
     return cmd + ["--node-config", node_config_arg(node_config)]
 
 
 # -- the flwr CLI ----------------------------------------------------------------------
-def flwr_cli(args: Sequence[str], env: Mapping[str, str], timeout_s: float = 60.0,
-             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def flwr_cli(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    timeout_s: float = 60.0,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``flwr ARGS``; raise :class:`DeploymentError` with its output on failure."""
-    proc = subprocess.run(["flwr", *args], env=dict(env), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout_s, check=False)
+    proc = subprocess.run(
+        ["flwr", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise DeploymentError(f"flwr {' '.join(args)} exited {proc.returncode}:\n"
-                              f"{proc.stdout}\n{proc.stderr}")
+        raise DeploymentError(
+            f"flwr {' '.join(args)} exited {proc.returncode}:\n"
+            f"{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
 def _json_tail(text: str) -> dict:
-    """The JSON object that ends ``text`` (the CLI may print a banner before it)."""
+    """Parse the JSON object that ends ``text`` (after the CLI's banner, if any)."""
     start = text.find("{")
     if start < 0:
         raise DeploymentError(f"no JSON in output: {text!r}")
     return json.loads(text[start:])
 
 
-def register_supernode(public_key: Path, connection: str, env: Mapping[str, str]) -> int:
+def register_supernode(
+    public_key: Path, connection: str, env: Mapping[str, str]
+) -> int:
     """Register a SuperNode's public key with the SuperLink; return its node id."""
-    out = flwr_cli(["supernode", "register", str(public_key), connection, "--format", "json"],
-                   env)
+    out = flwr_cli(
+        ["supernode", "register", str(public_key), connection, "--format", "json"], env
+    )
     return int(_json_tail(out.stdout)["node-id"])
 
 
@@ -173,8 +221,9 @@ def list_supernodes(connection: str, env: Mapping[str, str]) -> list[dict]:
     return [{**n, "node-id": int(n["node-id"])} for n in nodes]
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str,
-             interval_s: float = 0.5) -> T:
+def wait_for(
+    predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.5
+) -> T:
     """Poll ``predicate`` until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -182,7 +231,9 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise DeploymentError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            raise DeploymentError(
+                f"timed out after {timeout_s:.0f} s waiting for {what}"
+            )
         time.sleep(interval_s)
 
 
@@ -239,23 +290,34 @@ class ProcessSet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, ManagedProcess] = {}
 
-    def start(self, name: str, cmd: Sequence[str], env: Mapping[str, str],
-              cwd: Path | None = None) -> ManagedProcess:
-        """Start ``cmd`` in a new session with its output in ``<log_dir>/<name>.log``."""
+    def start(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+    ) -> ManagedProcess:
+        """Start ``cmd`` in a new session, output to ``<log_dir>/<name>.log``."""
         if name in self.processes:
             raise ValueError(f"a process named {name!r} was already started")
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed in stop_all
         full_env = {**env, TAG_VAR: self.tag, NAME_VAR: name}
-        popen = subprocess.Popen(list(cmd), env=full_env, cwd=cwd, stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            list(cmd),
+            env=full_env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         proc = ManagedProcess(name, popen, log_path, log)
         self.processes[name] = proc
         return proc
 
     def pids(self, name: str | None = None) -> list[int]:
-        """Live processes carrying this set's tag (and started as ``name``, if given)."""
+        """Live processes with this set's tag (and started as ``name``, if given)."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
