@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from medsynth_fl.config import ConfigError, from_flower
 from medsynth_fl.package import KeyRing
 
+from .baselines import run_fedavg, run_local_only
 from .rounds import RoundSettings, run_medsynth
 from .store import RunStore
 from .strategy import MedSynthStrategy
@@ -64,10 +65,23 @@ def run_coordinator(grid: Grid, rc: dict, flower_run_id: int) -> dict:
     store = RunStore(setup.store_dir, setup.run_id)
     resumed = store.open_run(cfg.to_yaml())
     log.info("run %s %s; store %s", setup.run_id, "resumed" if resumed else "started", store.dir)
+    mode = str(rc.get("mode", "medsynth"))
+    if mode == "fedavg":
+        metrics = run_fedavg(grid, cfg, store, setup.test_set, cfg.training.seed)
+        return _baseline_summary(store, {"central": metrics})
+    if mode == "local-only":
+        return _baseline_summary(store, run_local_only(grid, cfg, store, cfg.training.seed))
+    if mode != "medsynth":
+        raise ConfigError(f"run config mode must be medsynth, fedavg or local-only, not {mode!r}")
     strategy = MedSynthStrategy(trusted, cfg.package.max_bytes, cfg.federation.min_sites)
     strategy.summary()
     settings = RoundSettings(cfg.federation.timeout_s, setup.test_set)
     return run_medsynth(grid, strategy, store, cfg, settings)
+
+
+def _baseline_summary(store: RunStore, metrics: dict) -> dict:
+    store.set_status("finished")
+    return {"run_id": store.run_id, "run_dir": str(store.dir), "metrics": metrics, "sites": []}
 
 
 def create_server_app(

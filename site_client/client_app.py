@@ -13,13 +13,15 @@ from flwr.clientapp import ClientApp
 
 from medsynth_fl.config import ViTConfig, from_flower
 
-from .egress import metrics_reply, package_reply, refusal_reply
+from .egress import baseline_model_reply, metrics_reply, package_reply, refusal_reply
 from .work import (
     audit_for_coordinator,
     condense_site,
     evaluate_shared_vit,
+    local_only_metrics,
     self_audit,
     site_from_node_config,
+    train_local_vit,
 )
 
 
@@ -44,7 +46,15 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """Condense this site's images (or reuse its package); reply with the package."""
+        """Condense this site's images (or reuse its package); reply with the package.
+
+        The request's ``task`` may instead ask for a baseline: ``fedavg`` (local
+        steps on the sent ViT; only with the site's opt-in) or ``local-only``
+        (train and test at the site; metrics only).
+        """
+        task = str(msg.content["config"].get("task", "condense"))
+        if task != "condense":
+            return _baseline(msg, context, task)
         t0 = time.monotonic()
         site, cfg = _site_and_config(context, defaults)
         pkg, train_set = condense_site(site, cfg)
@@ -64,6 +74,19 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         state = msg.content["arrays"].to_torch_state_dict()
         m = evaluate_shared_vit(vit_cfg, state, int(config["num-classes"]), cfg)
         return metrics_reply(msg, m.as_record())
+
+    def _baseline(msg: Message, context: Context, task: str) -> Message:
+        site, cfg = _site_and_config(context, defaults)
+        config = msg.content["config"]
+        seed = int(config.get("seed", cfg.training.seed))
+        if task == "local-only":
+            return metrics_reply(msg, local_only_metrics(cfg, seed))
+        if task != "fedavg":
+            raise ValueError(f"unknown task {task!r}")
+        sent = msg.content["arrays"]
+        state, n = train_local_vit(cfg, sent.to_torch_state_dict(), int(config["local-steps"]),
+                                   seed + int(config.get("server-round", 0)))
+        return baseline_model_reply(msg, sent, state, {"num-examples": n}, site.allow_baselines)
 
     @app.query("audit")
     def audit(msg: Message, context: Context) -> Message:

@@ -83,6 +83,23 @@ def refusal_reply(msg: Message, site_id: str, reasons: list[str], metrics: dict[
     return Message(content, reply_to=msg)
 
 
+def baseline_model_reply(msg: Message, sent: ArrayRecord, state: dict, metrics: dict[str, float],
+                         allowed: bool) -> Message:
+    """FedAvg baseline only: return the classifier the coordinator sent, updated.
+
+    This is the one path on which a model trained on patient images leaves a
+    site, so the site must opt in (node config ``allow-baselines``), and the
+    reply must hold exactly the tensors it received, with the same shapes.
+    """
+    if not allowed:
+        raise EgressViolation("this site has not opted in to baselines that ship a classifier "
+                              "(node config allow-baselines=true)")
+    if set(state) != set(sent) or any(tuple(state[k].shape) != tuple(sent[k].shape) for k in sent):
+        raise EgressViolation("the updated model differs from the model the coordinator sent")
+    arrays = ArrayRecord({k: Array(np.ascontiguousarray(v.detach().cpu().numpy())) for k, v in state.items()})
+    return Message(RecordDict({"arrays": arrays, "metrics": _check_metrics(metrics)}), reply_to=msg)
+
+
 def metrics_reply(msg: Message, metrics: dict[str, float]) -> Message:
     """Reply with aggregate metrics only (evaluation, audits, a refusal's reasons in logs)."""
     return Message(RecordDict({"metrics": _check_metrics(metrics)}), reply_to=msg)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from medsynth_fl.config import ClassifierTrainConfig, Config, ViTConfig
+from medsynth_fl.config import Config, ViTConfig
 from medsynth_fl.data import data_overrides, load_train_test
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
@@ -31,7 +31,10 @@ from medsynth_fl.privacy import (
     run_audit,
     write_report_json,
 )
+from medsynth_fl.training.classifier import ClassifierTrainer
 from medsynth_fl.training.condense import PACKAGE_NAME, Condenser
+from medsynth_fl.training.distributed import DistInfo
+from medsynth_fl.training.loop import LoopContext
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class SiteSetup:
     key_path: Path
     work_dir: Path
     num_gpus: int = 0
+    allow_baselines: bool = False  # opt-in: FedAvg sends a classifier off-site
 
     def config_overrides(self) -> list[str]:
         """Config overrides that point the data and package sections at this site."""
@@ -74,6 +78,7 @@ def site_from_node_config(node_config: dict, run_config: dict) -> SiteSetup:
             key_path=Path(str(node_config["site-key"])),
             work_dir=Path(str(node_config.get("work-dir", f"runs/site-{site_id}"))),
             num_gpus=int(node_config.get("num-gpus", 0)),
+            allow_baselines=bool(node_config.get("allow-baselines", False)),
         )
     if "partition-id" in node_config and "sim-sites-dir" in run_config:
         sites = sorted(p for p in Path(str(run_config["sim-sites-dir"])).iterdir() if p.is_dir())
@@ -81,7 +86,10 @@ def site_from_node_config(node_config: dict, run_config: dict) -> SiteSetup:
         if index >= len(sites):
             raise SiteSetupError(f"partition {index} has no site folder ({len(sites)} prepared)")
         folder = sites[index]
-        return SiteSetup(folder.name, str(folder / "data.npz"), folder / "site.pem", folder / "work")
+        # A simulated site's own node settings (what a deployed node config says).
+        node = json.loads((folder / "node.json").read_text()) if (folder / "node.json").is_file() else {}
+        return SiteSetup(folder.name, str(folder / "data.npz"), folder / "site.pem", folder / "work",
+                         allow_baselines=bool(node.get("allow-baselines", False)))
     raise SiteSetupError(
         "cannot tell which site this node is: set node config data-path, site-id and "
         "site-key (deployment) or run config sim-sites-dir (simulation)"
@@ -194,6 +202,23 @@ def evaluate_shared_vit(
     return evaluate_classifier(model, test)
 
 
-def vit_config_json(cfg: ClassifierTrainConfig) -> str:
-    """The shared ViT's architecture, as JSON metadata for an evaluate message."""
-    return cfg.vit.model_dump_json()
+def train_local_vit(cfg: Config, state: dict[str, torch.Tensor] | None, steps: int, seed: int) -> tuple[dict[str, torch.Tensor], int]:
+    """Train the classifier ViT on this site's images for ``steps`` steps.
+
+    From ``state`` (a FedAvg round) or from scratch (local-only baseline).
+    Returns the new weights and the number of training images.
+    """
+    train, _ = load_train_test(cfg.data)
+    torch.manual_seed(seed)
+    train_cfg = cfg.classifier.model_copy(update={"steps": steps, "epochs": None})
+    trainer = ClassifierTrainer(train_cfg, len(train.class_names), DistInfo(), len(train))
+    if state is not None:
+        trainer.model.load_state_dict(state, strict=True)
+    model = trainer.fit(train, LoopContext(seed=seed), stage="local")
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, len(train)
+
+
+def local_only_metrics(cfg: Config, seed: int) -> dict[str, float]:
+    """Local-only baseline: train on this site's images, test on its own test split."""
+    state, _ = train_local_vit(cfg, None, cfg.classifier.steps, seed)
+    return evaluate_shared_vit(cfg.classifier.vit, state, len(cfg.data.classes), cfg).as_record()
