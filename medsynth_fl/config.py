@@ -80,6 +80,7 @@ class Phase1Config(_Section):
     n_critic: int = Field(5, ge=1)
     lambda_gp: float = Field(10.0, ge=0)
     class_sampling: Literal["natural", "sqrt", "balanced"] = "sqrt"
+    augment: bool = True  # flips/90° rotations of real batches (False: positive control)
 
 
 class Phase2Config(_Section):

@@ -167,7 +167,7 @@ class Condenser:
             self.steps["phase1"],
             start,
             lambda i, r, g: phase1_step(
-                self.gan, sampler, r, g, p1.batch_size, p1.n_critic, p1.lambda_gp
+                self.gan, sampler, r, g, p1.batch_size, p1.n_critic, p1.lambda_gp, p1.augment
             ),
         )
 

@@ -105,17 +105,21 @@ def phase1_step(
     batch_size: int,
     n_critic: int,
     lambda_gp: float,
+    augment: bool = True,
 ) -> dict[str, float]:
     """``n_critic`` critic updates, then one generator update.
 
     The fakes of the last critic update are produced with grad and reused for
-    the generator update, saving one generator forward pass per step.
+    the generator update, saving one generator forward pass per step. With
+    ``augment`` the real batches get random flips and 90° rotations.
     """
     gen = unwrap(m.generator)
     logs: dict[str, float] = {}
     for i in range(n_critic):
         real, labels = sampler.draw(np_rng, batch_size)
-        real = dihedral_augment(real, np_rng).to(gen.class_canvas.device)
+        if augment:
+            real = dihedral_augment(real, np_rng)
+        real = real.to(gen.class_canvas.device)
         labels = labels.to(real.device)
         z = gen.sample_noise(batch_size, torch_rng)
         last = i == n_critic - 1
