@@ -174,6 +174,8 @@ class FederationConfig(_Section):
     min_sites: int = Field(2, ge=1)
     timeout_s: float = Field(3600.0, gt=0)
     ipc: int = Field(50, ge=1)
+    baseline_rounds: int = Field(10, ge=1)  # FedAvg baseline: rounds
+    baseline_local_steps: int = Field(50, ge=1)  # FedAvg baseline: local steps per round
 
 
 def epoch_steps(epochs: float, n_images: int, batch_size: int, world_size: int = 1) -> int:
