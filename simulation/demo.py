@@ -35,7 +35,7 @@ log = logging.getLogger("simulation.demo")
 def run_flower_simulation(run_config: dict, num_sites: int, root: Path) -> int:
     """``flwr run . local --stream`` with a project-local Flower home; returns its exit code."""
     flwr_home = PROJECT_ROOT / ".flwr_home"
-    write_local_federation(flwr_home, num_sites, cpus_per_client=2)
+    write_local_federation(flwr_home, num_sites, cpus_per_client=1)
     env = flower_env(flwr_home, free_port())
     overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
     cmd = ["flwr", "run", str(PROJECT_ROOT), "local", "--stream", "--run-config", overrides]

@@ -59,8 +59,9 @@ def flower_env(flwr_home: Path, port: int) -> dict[str, str]:
 def write_local_federation(flwr_home: Path, num_supernodes: int, cpus_per_client: int) -> None:
     """Write ``$FLWR_HOME/config.toml`` with a local simulation connection.
 
-    One ClientApp at a time gets all the CPUs it asks for: two CPU-heavy
-    clients sharing 2 cores would oversubscribe them (OpenMP threads spin).
+    Ray runs as many ClientApps at once as ``cpu_count / cpus_per_client`` and
+    gives each that many threads (OMP_NUM_THREADS): never more threads than
+    cores, since oversubscribed OpenMP threads spin and slow everything tenfold.
     """
     total = os.cpu_count() or 1
     flwr_home.mkdir(parents=True, exist_ok=True)

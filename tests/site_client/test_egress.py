@@ -73,3 +73,26 @@ def test_metrics_reply_is_metrics_only(request_msg):
     assert isinstance(reply.content["metrics"], MetricRecord)
     assert not any(isinstance(r, ArrayRecord) for r in reply.content.values())
     assert np.isclose(reply.content["metrics"]["auc"], 0.7)
+
+
+def test_a_classifier_leaves_only_with_the_sites_opt_in(request_msg):
+    from flwr.app import Array
+
+    from site_client.egress import baseline_model_reply
+
+    sent = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32))})
+    state = {"w": torch.ones(2, 3)}
+    with pytest.raises(EgressViolation, match="opted in"):
+        baseline_model_reply(request_msg, sent, state, {"num-examples": 3}, allowed=False)
+    with pytest.raises(EgressViolation, match="differs"):
+        baseline_model_reply(request_msg, sent, {"w": torch.ones(2, 3), "x": torch.ones(1)}, {}, allowed=True)
+    reply = baseline_model_reply(request_msg, sent, state, {"num-examples": 3}, allowed=True)
+    assert set(reply.content["arrays"]) == {"w"}
+
+
+def test_gate_refusal_carries_reasons_and_no_tensor(request_msg):
+    from site_client.egress import refusal_reply
+
+    reply = refusal_reply(request_msg, "site-a", ["logan_wb: AUC 0.900 > 0.600"], {"gate-allowed": 0.0})
+    assert set(reply.content) == {"refusal", "metrics"}
+    assert reply.content["refusal"]["reasons"] == "logan_wb: AUC 0.900 > 0.600"

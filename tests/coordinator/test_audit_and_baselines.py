@@ -1,0 +1,84 @@
+"""Release gate, federated audit, quarantine, and the baselines, over an in-process grid."""
+
+import json
+
+import pytest
+
+from coordinator import rounds
+from coordinator.server_app import run_coordinator
+from coordinator.store import RunStore
+from site_client import client_app as client_module
+from site_client.client_app import create_client_app
+
+from .fakes import InProcessGrid
+
+
+def make_grid(run_config, n_sites=4):
+    nodes = {100 + i: {"partition-id": i} for i in range(n_sites)}
+    return InProcessGrid(create_client_app(run_config), nodes, run_config)
+
+
+def test_every_accepted_generator_is_audited_at_its_site(run_config):
+    summary = run_coordinator(make_grid(run_config), run_config, flower_run_id=1)
+    audits = {k: v for k, v in summary["metrics"].items() if k.startswith("audit:")}
+    assert len(audits) == 4
+    for metrics in audits.values():
+        # generator-only attacks, scored by the site on its own members/non-members
+        assert {"audit/logan_bb/auc", "audit/recovery_pixel/auc", "audit/nn_embed/auc"} <= set(metrics)
+        assert "audit/logan_wb/auc" not in metrics  # white-box needs the critic: site-only
+    sites = {s["site_id"]: s for s in summary["sites"]}
+    assert all(s["status"] == "accepted" for s in sites.values())
+
+
+def test_site_release_gate_withholds_a_generator_and_says_why(run_config, tmp_path):
+    strict = dict(run_config, **{"audit.max-auc": 0.5001, "store-dir": str(tmp_path / "strict")})
+    with pytest.raises(rounds.NotEnoughSites):
+        run_coordinator(make_grid(strict), strict, flower_run_id=1)
+    refused = RunStore(tmp_path / "strict", "test-run").sites("rejected")
+    assert refused
+    assert all("withheld by the site's release gate" in r.reason and "AUC" in r.reason for r in refused)
+
+
+def test_a_leaking_generator_is_quarantined_and_the_round_goes_on(run_config, monkeypatch):
+    real = client_module.audit_for_coordinator
+
+    def leaky_at_one_site(site, cfg, arrays, meta):
+        metrics = real(site, cfg, arrays, meta)
+        if site.site_id == "HAM_rosendahl":
+            metrics["audit/logan_bb/auc"] = 0.97
+        return metrics
+
+    monkeypatch.setattr(client_module, "audit_for_coordinator", leaky_at_one_site)
+    summary = run_coordinator(make_grid(run_config), run_config, flower_run_id=1)
+    status = {s["site_id"]: (s["status"], s["reason"]) for s in summary["sites"]}
+    assert status["HAM_rosendahl"][0] == "quarantined" and "logan_bb" in status["HAM_rosendahl"][1]
+    store = RunStore(run_config["store-dir"], "test-run")
+    condensed = sorted(p.stem for p in (store.dir / "condensed").glob("*.npz"))
+    assert "HAM_rosendahl" not in condensed and len(condensed) == 3
+
+
+def test_fedavg_baseline_needs_the_sites_opt_in(run_config, tiny_federation):
+    fed = dict(run_config, mode="fedavg", **{"federation.baseline-rounds": 2, "federation.baseline-local-steps": 2})
+    sites = tiny_federation.sites_dir
+    try:
+        for folder in sites.iterdir():
+            (folder / "node.json").write_text(json.dumps({"allow-baselines": True}))
+        summary = run_coordinator(make_grid(fed), fed, flower_run_id=1)
+        assert 0 <= summary["metrics"]["central"]["auc"] <= 1
+        (sites / "HAM_rosendahl" / "node.json").unlink()
+        grid = make_grid(fed)
+        run_coordinator(grid, dict(fed, **{"run-id": "second"}), flower_run_id=1)
+        refused = [r for r in grid.replies if r.has_error()]
+        assert refused and all("allow-baselines" in r.error.reason for r in refused)
+    finally:
+        for folder in sites.iterdir():
+            (folder / "node.json").unlink(missing_ok=True)
+
+
+def test_local_only_baseline_returns_metrics_only(run_config):
+    local = dict(run_config, mode="local-only", **{"classifier.steps": 2})
+    grid = make_grid(local)
+    summary = run_coordinator(grid, local, flower_run_id=1)
+    assert len(summary["metrics"]) == 4
+    for reply in grid.replies:
+        assert list(reply.content) == ["metrics"]
