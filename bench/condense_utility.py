@@ -1,4 +1,4 @@
-"""Utility of MedSynth condensed sets on real ISIC 2019 images (issue: condensation core).
+"""Utility of MedSynth condensed sets on real ISIC 2019 images (condensation issue).
 
 Trains the downstream ViT on: all real training images; MedSynth condensed sets
 at IPC 50 and 100; random real subsets at the same IPC; the phase-I-only
@@ -35,32 +35,64 @@ from medsynth_fl.data import load_train_test  # noqa: E402
 from medsynth_fl.data.imageset import ImageSet  # noqa: E402
 from medsynth_fl.runinfo import machine_description  # noqa: E402
 
-HAM_CENTERS = ["HAM_vidir_molemax", "HAM_vidir_modern", "HAM_rosendahl", "HAM_vienna_dias"]
+HAM_CENTERS = [
+    "HAM_vidir_molemax",
+    "HAM_vidir_modern",
+    "HAM_rosendahl",
+    "HAM_vienna_dias",
+]
 log = logging.getLogger("bench.condense_utility")
 
 
 def bench_config(preset: str, shared: Path, extra: list[str]) -> Config:
     """The preset pointed at the shared shards, HAM centres, 64 px."""
-    return load_config(preset, [
-        "data.source=shards", f"data.path={json.dumps(str(shared))}", "data.image_size=64",
-        f"data.centers={json.dumps(HAM_CENTERS)}", "data.split=flamby", *extra,
-    ])
+    return load_config(
+        preset,
+        [
+            "data.source=shards",
+            f"data.path={json.dumps(str(shared))}",
+            "data.image_size=64",
+            f"data.centers={json.dumps(HAM_CENTERS)}",
+            "data.split=flamby",
+            *extra,
+        ],
+    )
 
 
-def condense(preset: str, shared: Path, out: Path, extra: list[str], threads: int) -> subprocess.Popen:
+def condense(
+    preset: str, shared: Path, out: Path, extra: list[str], threads: int
+) -> subprocess.Popen:
     """Start ``medsynth-fl condense`` in its own process (resumes if interrupted)."""
     overrides = [
-        "data.source=shards", f"data.path={shared}", "data.image_size=64",
-        f"data.centers={json.dumps(HAM_CENTERS)}", *extra,
+        "data.source=shards",
+        f"data.path={shared}",
+        "data.image_size=64",
+        f"data.centers={json.dumps(HAM_CENTERS)}",
+        *extra,
     ]
-    cmd = [sys.executable, "-m", "medsynth_fl.cli", "condense", "--config", preset,
-           "--out", str(out), "--resume"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medsynth_fl.cli",
+        "condense",
+        "--config",
+        preset,
+        "--out",
+        str(out),
+        "--resume",
+    ]
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
     out.mkdir(parents=True, exist_ok=True)
     log.info("condense → %s", out)
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(out / "bench.log", "a"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=REPO,
+        stdout=open(out / "bench.log", "a"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def random_real_subset(train: ImageSet, ipc: int, seed: int) -> ImageSet:
@@ -74,7 +106,10 @@ def random_real_subset(train: ImageSet, ipc: int, seed: int) -> ImageSet:
 
 
 def _train_and_eval(job: tuple) -> tuple[str, int, dict]:
-    """Worker: build the arm's training set, train a fresh ViT, evaluate on the test fold."""
+    """Worker for one arm.
+
+    Build the arm's training set, train a fresh ViT, evaluate on the test fold.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -92,12 +127,17 @@ def _train_and_eval(job: tuple) -> tuple[str, int, dict]:
     elif kind == "random_real":
         data = random_real_subset(train, int(ipc), seed)
     else:
-        package = {"medsynth": "generator.msfl", "phase1_only": "generator_phase1.msfl",
-                   "no_mask": "generator.msfl"}[kind]
+        package = {
+            "medsynth": "generator.msfl",
+            "phase1_only": "generator_phase1.msfl",
+            "no_mask": "generator.msfl",
+        }[kind]
         folder = "no_mask" if kind == "no_mask" else "medsynth"
         pkg = read_package(Path(work) / folder / package)
         m = pkg.manifest
-        data = sample_condensed_set(pkg.build_generator(), m.class_names, m.classes_present, int(ipc), seed=seed)
+        data = sample_condensed_set(
+            pkg.build_generator(), m.class_names, m.classes_present, int(ipc), seed=seed
+        )
     t0 = time.monotonic()
     model = train_classifier(data, cfg.classifier, seed=seed)
     metrics = evaluate_classifier(model, test).as_dict()
@@ -105,8 +145,15 @@ def _train_and_eval(job: tuple) -> tuple[str, int, dict]:
     return arm, seed, metrics
 
 
-ARMS = ["full_real", "medsynth_ipc50", "medsynth_ipc100", "random_real_ipc50",
-        "random_real_ipc100", "phase1_only_ipc50", "no_mask_ipc50"]
+ARMS = [
+    "full_real",
+    "medsynth_ipc50",
+    "medsynth_ipc100",
+    "random_real_ipc50",
+    "random_real_ipc100",
+    "phase1_only_ipc50",
+    "no_mask_ipc50",
+]
 
 
 def summarise(rows: list[tuple[str, int, dict]]) -> dict:
@@ -130,12 +177,22 @@ def main() -> int:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--work", default=str(REPO / "runs" / "bench" / "condense_utility"))
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "condense_utility.json"))
-    parser.add_argument("--workers", type=int, default=2, help="parallel processes (1 thread each)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    parser.add_argument(
+        "--work", default=str(REPO / "runs" / "bench" / "condense_utility")
+    )
+    parser.add_argument(
+        "--out", default=str(REPO / "bench" / "results" / "condense_utility.json")
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="parallel processes (1 thread each)"
+    )
+    parser.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra config override"
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     t_start = time.monotonic()
     shared, work = Path(args.shared).resolve(), Path(args.work)
     cfg = bench_config(args.preset, shared, args.extra)
@@ -144,42 +201,68 @@ def main() -> int:
 
     # Both generators at once, one thread each: 2 cores, no oversubscription.
     threads = 1 if args.workers > 1 else 2
-    procs = [condense(args.preset, shared, work / "medsynth", args.extra, threads),
-             condense(args.preset, shared, work / "no_mask", [*args.extra, "generator.use_mask=false"], threads)]
+    procs = [
+        condense(args.preset, shared, work / "medsynth", args.extra, threads),
+        condense(
+            args.preset,
+            shared,
+            work / "no_mask",
+            [*args.extra, "generator.use_mask=false"],
+            threads,
+        ),
+    ]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit(f"condensation failed; see {work}/*/bench.log")
     t_condensed = time.monotonic()
 
-    jobs = [(arm, seed, args.preset, str(shared), args.extra, str(work)) for arm in ARMS for seed in args.seeds]
+    jobs = [
+        (arm, seed, args.preset, str(shared), args.extra, str(work))
+        for arm in ARMS
+        for seed in args.seeds
+    ]
     with ProcessPoolExecutor(args.workers) as pool:
         rows = []
         for arm, seed, metrics in pool.map(_train_and_eval, jobs):
-            log.info("%s seed %d: %s", arm, seed, {k: round(v, 4) for k, v in metrics.items()})
+            log.info(
+                "%s seed %d: %s",
+                arm,
+                seed,
+                {k: round(v, 4) for k, v in metrics.items()},
+            )
             rows.append((arm, seed, metrics))
 
     from medsynth_fl.package import read_package
 
     pkg = read_package(work / "medsynth" / "generator.msfl")
     result = summarise(rows)
-    result.update({
-        "package_bytes": (work / "medsynth" / "generator.msfl").stat().st_size,
-        "raw_bytes": int(train.images.nbytes),
-        "condense_seconds": pkg.manifest.training.seconds,
-        "condense_wall_seconds": round(t_condensed - t_start, 1),
-        "seconds": round(time.monotonic() - t_start, 1),
-        "machine": machine_description(),
-        "preset": args.preset,
-        "train_images": len(train), "test_images": len(test),
-        "seeds": args.seeds,
-        "config": cfg.model_dump(mode="json"),
-        "per_seed": [{"arm": a, "seed": s, **m} for a, s, m in rows],
-    })
+    result.update(
+        {
+            "package_bytes": (work / "medsynth" / "generator.msfl").stat().st_size,
+            "raw_bytes": int(train.images.nbytes),
+            "condense_seconds": pkg.manifest.training.seconds,
+            "condense_wall_seconds": round(t_condensed - t_start, 1),
+            "seconds": round(time.monotonic() - t_start, 1),
+            "machine": machine_description(),
+            "preset": args.preset,
+            "train_images": len(train),
+            "test_images": len(test),
+            "seeds": args.seeds,
+            "config": cfg.model_dump(mode="json"),
+            "per_seed": [{"arm": a, "seed": s, **m} for a, s, m in rows],
+        }
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ARMS}, indent=2))
     full = result["full_real"]["auc"]
-    print(f"medsynth_ipc50 AUC / full AUC = {result['medsynth_ipc50']['auc'] / full:.3f} (target ≥ 0.95)")
-    print(f"package {result['package_bytes']:,} bytes vs raw training images {result['raw_bytes']:,} bytes")
+    print(
+        "medsynth_ipc50 AUC / full AUC = "
+        f"{result['medsynth_ipc50']['auc'] / full:.3f} (target ≥ 0.95)"
+    )
+    print(
+        f"package {result['package_bytes']:,} bytes vs raw training images "
+        f"{result['raw_bytes']:,} bytes"
+    )
     print(f"wall time {result['seconds'] / 60:.1f} min on {result['machine']}")
     return 0
 

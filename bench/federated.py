@@ -1,4 +1,4 @@
-"""MedSynth-FL vs FedAvg vs local-only vs pooled on the natural ISIC centres (issue: federation).
+"""MedSynth-FL vs FedAvg, local-only and pooled on the natural ISIC centres.
 
 Sites: the four HAM centres of ../shared/data at 64 px (FLamby's train fold at
 each site; lesion-safe test fold). Every classifier is the same ViT with the
@@ -40,15 +40,23 @@ from medsynth_fl.runinfo import machine_description  # noqa: E402
 from simulation.flower_env import ray_tmpdir  # noqa: E402
 from simulation.prepare import SimulationLayout, prepare_simulation  # noqa: E402
 
-HAM_CENTERS = ["HAM_vidir_molemax", "HAM_vidir_modern", "HAM_rosendahl", "HAM_vienna_dias"]
+HAM_CENTERS = [
+    "HAM_vidir_molemax",
+    "HAM_vidir_modern",
+    "HAM_rosendahl",
+    "HAM_vienna_dias",
+]
 log = logging.getLogger("bench.federated")
 
 
 def bench_overrides(shared: Path) -> list[str]:
     """The cpu preset pointed at the shared shards, the HAM centres as sites."""
     return [
-        "data.source=shards", f"data.path={json.dumps(str(shared))}", "data.image_size=64",
-        f"data.centers={json.dumps(HAM_CENTERS)}", "data.empty_class=skip",
+        "data.source=shards",
+        f"data.path={json.dumps(str(shared))}",
+        "data.image_size=64",
+        f"data.centers={json.dumps(HAM_CENTERS)}",
+        "data.empty_class=skip",
         "federation.partition=natural",
     ]
 
@@ -67,8 +75,13 @@ def run_flower(layout: SimulationLayout, preset_file: Path, **extra) -> float:
     rc = _run_config(layout, preset_file, **extra)
     t0 = time.monotonic()
     run_simulation(
-        create_server_app(rc), create_client_app(rc), num_supernodes=len(layout.sites),
-        backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": os.cpu_count() or 2}},
+        create_server_app(rc),
+        create_client_app(rc),
+        num_supernodes=len(layout.sites),
+        backend_config={
+            "client_resources": {"num_cpus": 1},
+            "init_args": {"num_cpus": os.cpu_count() or 2},
+        },
     )
     return time.monotonic() - t0
 
@@ -78,8 +91,14 @@ def _site_data(layout: SimulationLayout, cfg: Config) -> tuple[dict, object]:
 
     trains = {}
     for site in layout.sites:
-        images = load_npz(layout.sites_dir / site / "data.npz", classes=cfg.data.classes, empty_class="skip")
-        trains[site] = split_train_test(images, cfg.data.split, cfg.data.test_fraction, cfg.data.split_seed)[0]
+        images = load_npz(
+            layout.sites_dir / site / "data.npz",
+            classes=cfg.data.classes,
+            empty_class="skip",
+        )
+        trains[site] = split_train_test(
+            images, cfg.data.split, cfg.data.test_fraction, cfg.data.split_seed
+        )[0]
     test = load_npz(layout.test_set, classes=cfg.data.classes, empty_class="skip")
     return trains, test
 
@@ -107,8 +126,15 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
         for pkg_path in sorted((Path(store_run) / "packages").glob("*.msfl")):
             pkg = read_package(pkg_path)
             m = pkg.manifest
-            parts.append(sample_condensed_set(pkg.build_generator(), list(m.class_names),
-                                              list(m.classes_present), cfg.federation.ipc, seed=seed))
+            parts.append(
+                sample_condensed_set(
+                    pkg.build_generator(),
+                    list(m.class_names),
+                    list(m.classes_present),
+                    cfg.federation.ipc,
+                    seed=seed,
+                )
+            )
         data = ImageSet.concat(parts)
     metrics = train_and_score(data, test, cfg, seed).as_dict()
     metrics["train_images"] = len(data)
@@ -130,85 +156,159 @@ def main() -> int:
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", default=str(REPO / "runs" / "bench" / "federated"))
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "federated.json"))
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    parser.add_argument(
+        "--out", default=str(REPO / "bench" / "results" / "federated.json")
+    )
+    parser.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra config override"
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["RAY_TMPDIR"] = str(ray_tmpdir())
     ray_tmpdir().mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     work = Path(args.work).resolve()
-    cfg = load_config(args.preset, bench_overrides(Path(args.shared).resolve()) + args.extra)
+    cfg = load_config(
+        args.preset, bench_overrides(Path(args.shared).resolve()) + args.extra
+    )
     work.mkdir(parents=True, exist_ok=True)
-    preset_file = work / "preset.yaml"  # the resolved config, passed to the apps as their preset
+    preset_file = (
+        work / "preset.yaml"
+    )  # the resolved config, passed to the apps as their preset
     preset_file.write_text(cfg.to_yaml())
     layout = prepare_simulation(cfg, work / "sim")
     for site in layout.sites:  # this benchmark's sites opt in to the FedAvg baseline
-        (layout.sites_dir / site / "node.json").write_text(json.dumps({"allow-baselines": True}))
+        (layout.sites_dir / site / "node.json").write_text(
+            json.dumps({"allow-baselines": True})
+        )
 
-    timings = {"medsynth_fl_simulation": run_flower(layout, preset_file, **{"run-id": "medsynth"})}
+    timings = {
+        "medsynth_fl_simulation": run_flower(
+            layout, preset_file, **{"run-id": "medsynth"}
+        )
+    }
     store = layout.root / "coordinator" / "store"
     run_summary = json.loads((store / "medsynth" / "summary.json").read_text())
     from coordinator.store import RunStore
 
     for seed in args.seeds:
         timings[f"fedavg_seed{seed}"] = run_flower(
-            layout, preset_file, **{"run-id": f"fedavg-{seed}", "mode": "fedavg", "training.seed": seed})
-    fedavg = [RunStore(store, f"fedavg-{s}").metrics(f"fedavg:seed{s}")[f"fedavg:seed{s}"] for s in args.seeds]
-    fedavg = [{"auc": m["auc"], "acc": m["acc"], "bal_acc": m["bal-acc"]} for m in fedavg]
+            layout,
+            preset_file,
+            **{"run-id": f"fedavg-{seed}", "mode": "fedavg", "training.seed": seed},
+        )
+    fedavg = [
+        RunStore(store, f"fedavg-{s}").metrics(f"fedavg:seed{s}")[f"fedavg:seed{s}"]
+        for s in args.seeds
+    ]
+    fedavg = [
+        {"auc": m["auc"], "acc": m["acc"], "bal_acc": m["bal-acc"]} for m in fedavg
+    ]
 
-    jobs = [("pooled", "", s) for s in args.seeds] + [("medsynth_fl", "", s) for s in args.seeds]
+    jobs = [("pooled", "", s) for s in args.seeds] + [
+        ("medsynth_fl", "", s) for s in args.seeds
+    ]
     jobs += [("local_only", site, s) for s in args.seeds for site in layout.sites]
     t0 = time.monotonic()
     rows = []
     with ProcessPoolExecutor(2) as pool:
-        full_jobs = [(k, site, s, str(preset_file), str(layout.root), layout.sites, str(store / "medsynth"))
-                     for k, site, s in jobs]
+        full_jobs = [
+            (
+                k,
+                site,
+                s,
+                str(preset_file),
+                str(layout.root),
+                layout.sites,
+                str(store / "medsynth"),
+            )
+            for k, site, s in jobs
+        ]
         for kind, site, seed, metrics in pool.map(_job, full_jobs):
-            log.info("%s %s seed %d: %s", kind, site, seed, {k: round(v, 4) for k, v in metrics.items()})
+            log.info(
+                "%s %s seed %d: %s",
+                kind,
+                site,
+                seed,
+                {k: round(v, 4) for k, v in metrics.items()},
+            )
             rows.append((kind, site, seed, metrics))
     timings["central_trainings"] = time.monotonic() - t0
 
-    local_means = [summarise([m for k, _, s, m in rows if k == "local_only" and s == seed]) for seed in args.seeds]
+    local_means = [
+        summarise([m for k, _, s, m in rows if k == "local_only" and s == seed])
+        for seed in args.seeds
+    ]
     result = {
         "medsynth_fl": summarise([m for k, _, _, m in rows if k == "medsynth_fl"]),
         "fedavg": summarise(fedavg),
-        "local_only": summarise([{key: lm[key] for key in ("bal_acc", "auc", "acc")} for lm in local_means]),
+        "local_only": summarise(
+            [{key: lm[key] for key in ("bal_acc", "auc", "acc")} for lm in local_means]
+        ),
         "pooled": summarise([m for k, _, _, m in rows if k == "pooled"]),
     }
-    local_per_site = {site: summarise([m for k, st, _, m in rows if k == "local_only" and st == site])
-                      for site in layout.sites}
+    local_per_site = {
+        site: summarise([m for k, st, _, m in rows if k == "local_only" and st == site])
+        for site in layout.sites
+    }
     vit_bytes = _classifier_bytes(cfg)
     sites = {s["site_id"]: s for s in run_summary["sites"] if s["status"] == "accepted"}
-    result.update({
-        "bytes_sent_per_site": {
-            "medsynth_fl": {site: int(s["bytes_received"]) for site, s in sites.items()},
-            "fedavg": {site: vit_bytes * cfg.federation.baseline_rounds for site in layout.sites},
-        },
-        "gap_to_pooled": {k: result["pooled"]["bal_acc"] - result[k]["bal_acc"]
-                          for k in ("medsynth_fl", "fedavg", "local_only")},
-        "medsynth_fl_run": {"metrics": run_summary["metrics"],
-                            "sites": {s["site_id"] or str(s["node_id"]): s["status"] for s in run_summary["sites"]}},
-        "local_only_per_site": local_per_site,
-        "round_budget": {"classifier_steps": cfg.classifier.steps, "batch_size": cfg.classifier.batch_size,
-                         "fedavg_rounds": cfg.federation.baseline_rounds,
-                         "fedavg_local_steps": cfg.federation.baseline_local_steps},
-        "seconds": round(time.monotonic() - t_start, 1),
-        "timings": {k: round(v, 1) for k, v in timings.items()},
-        "machine": machine_description(),
-        "preset": args.preset,
-        "seeds": args.seeds,
-        "sites": layout.sites,
-        "per_seed": [{"method": k, "site": st, "seed": s, **m} for k, st, s, m in rows]
-                    + [{"method": "fedavg", "seed": s, **m} for s, m in zip(args.seeds, fedavg, strict=True)],
-    })
+    result.update(
+        {
+            "bytes_sent_per_site": {
+                "medsynth_fl": {
+                    site: int(s["bytes_received"]) for site, s in sites.items()
+                },
+                "fedavg": {
+                    site: vit_bytes * cfg.federation.baseline_rounds
+                    for site in layout.sites
+                },
+            },
+            "gap_to_pooled": {
+                k: result["pooled"]["bal_acc"] - result[k]["bal_acc"]
+                for k in ("medsynth_fl", "fedavg", "local_only")
+            },
+            "medsynth_fl_run": {
+                "metrics": run_summary["metrics"],
+                "sites": {
+                    s["site_id"] or str(s["node_id"]): s["status"]
+                    for s in run_summary["sites"]
+                },
+            },
+            "local_only_per_site": local_per_site,
+            "round_budget": {
+                "classifier_steps": cfg.classifier.steps,
+                "batch_size": cfg.classifier.batch_size,
+                "fedavg_rounds": cfg.federation.baseline_rounds,
+                "fedavg_local_steps": cfg.federation.baseline_local_steps,
+            },
+            "seconds": round(time.monotonic() - t_start, 1),
+            "timings": {k: round(v, 1) for k, v in timings.items()},
+            "machine": machine_description(),
+            "preset": args.preset,
+            "seeds": args.seeds,
+            "sites": layout.sites,
+            "per_seed": [
+                {"method": k, "site": st, "seed": s, **m} for k, st, s, m in rows
+            ]
+            + [
+                {"method": "fedavg", "seed": s, **m}
+                for s, m in zip(args.seeds, fedavg, strict=True)
+            ],
+        }
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     for k in ("medsynth_fl", "fedavg", "local_only", "pooled"):
         r = result[k]
-        print(f"{k:>12}: bal_acc {r['bal_acc']:.3f} ± {r['bal_acc_std']:.3f}  AUC {r['auc']:.3f} ± {r['auc_std']:.3f}"
-              f"  acc {r['acc']:.3f} ± {r['acc_std']:.3f}")
+        print(
+            f"{k:>12}: bal_acc {r['bal_acc']:.3f} ± {r['bal_acc_std']:.3f}"
+            f"  AUC {r['auc']:.3f} ± {r['auc_std']:.3f}"
+            f"  acc {r['acc']:.3f} ± {r['acc_std']:.3f}"
+        )
     print(f"bytes sent per site: {result['bytes_sent_per_site']}")
     print(f"wall time {result['seconds'] / 60:.1f} min on {result['machine']}")
     return 0

@@ -1,4 +1,4 @@
-"""Membership-inference audit of a MedSynth generator, with a positive control (issue: privacy).
+"""Membership-inference audit of a MedSynth generator, with a positive control.
 
 1. MedSynth: a generator condensed with the cpu preset on one centre's FLamby
    train fold (members); its test fold (lesion-safe) are the non-members.
@@ -37,12 +37,20 @@ from medsynth_fl.runinfo import machine_description  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
 ATTACK_OVERRIDES = [
-    "audit.n_generated=2000", "audit.shadow_steps=400", "audit.shadow_width=16",
-    "audit.shadow_n_critic=2", "audit.encoder_steps=400", "audit.max_candidates=1000",
+    "audit.n_generated=2000",
+    "audit.shadow_steps=400",
+    "audit.shadow_width=16",
+    "audit.shadow_n_critic=2",
+    "audit.encoder_steps=400",
+    "audit.max_candidates=1000",
 ]
 CONTROL_OVERRIDES = [  # overfit on purpose: phase I only, no augmentation, long
-    "phase1.epochs=150", "phase1.n_critic=5", "phase1.augment=false",
-    "phase1.class_sampling=natural", "phase2.epochs=0", "teacher.steps=1",
+    "phase1.epochs=150",
+    "phase1.n_critic=5",
+    "phase1.augment=false",
+    "phase1.class_sampling=natural",
+    "phase2.epochs=0",
+    "teacher.steps=1",
     "teacher.epochs=null",
 ]
 
@@ -54,36 +62,83 @@ def condense(cfg: Config, train: ImageSet, out: Path):
     from medsynth_fl.training.condense import Condenser
 
     key_path = out / "site_key.pem"
-    key = load_private_key(key_path) if key_path.is_file() else generate_site_key(key_path)
+    key = (
+        load_private_key(key_path)
+        if key_path.is_file()
+        else generate_site_key(key_path)
+    )
     result = Condenser(cfg, train, out, key).run(resume=True)
-    return read_package(result.package), load_critic(out / "site_local" / "critic.safetensors")
+    return read_package(result.package), load_critic(
+        out / "site_local" / "critic.safetensors"
+    )
 
 
 def task_accuracy(pkg, cfg: Config, test: ImageSet) -> float:
-    """Accuracy of the downstream ViT trained on the generator's IPC-50 condensed set."""
+    """Accuracy of the downstream ViT.
+
+    The ViT is trained on the generator's IPC-50 condensed set.
+    """
     from medsynth_fl.evaluation import evaluate_classifier
     from medsynth_fl.sampling import sample_condensed_set
     from medsynth_fl.training.classifier import train_classifier
 
     m = pkg.manifest
-    data = sample_condensed_set(pkg.build_generator(), list(m.class_names), list(m.classes_present), 50, seed=0)
+    data = sample_condensed_set(
+        pkg.build_generator(), list(m.class_names), list(m.classes_present), 50, seed=0
+    )
     return evaluate_classifier(train_classifier(data, cfg.classifier, seed=0), test).acc
 
 
-def audit(pkg, critic, members: ImageSet, nonmembers: ImageSet, cfg: Config, acc: float | None, out: Path) -> dict:
-    """Build the generator-only attacks, run every attack, write the report and ROC plot."""
-    from medsynth_fl.privacy import build_generator_only_attacks, plot_roc, run_audit, write_report_json
+def audit(
+    pkg,
+    critic,
+    members: ImageSet,
+    nonmembers: ImageSet,
+    cfg: Config,
+    acc: float | None,
+    out: Path,
+) -> dict:
+    """Build the generator-only attacks and run every attack.
+
+    Write the report and ROC plot.
+    """
+    from medsynth_fl.privacy import (
+        build_generator_only_attacks,
+        plot_roc,
+        run_audit,
+        write_report_json,
+    )
 
     m = pkg.manifest
-    models = build_generator_only_attacks(pkg.build_generator(), list(m.class_names), list(m.classes_present),
-                                          cfg.audit, seed=cfg.training.seed)
-    report = run_audit(members, nonmembers, models, critic=critic, task_accuracy=acc,
-                       max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    models = build_generator_only_attacks(
+        pkg.build_generator(),
+        list(m.class_names),
+        list(m.classes_present),
+        cfg.audit,
+        seed=cfg.training.seed,
+    )
+    report = run_audit(
+        members,
+        nonmembers,
+        models,
+        critic=critic,
+        task_accuracy=acc,
+        max_candidates=cfg.audit.max_candidates,
+        seed=cfg.training.seed,
+    )
     write_report_json(report, out / "audit.json")
     plot_roc(report.results, out / "roc.png", title=out.name)
-    attacks = {name: {"acc": r.acc, "auc": r.auc, "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr,
-                      "tpr_at_0_1pct_fpr": r.tpr_at_0_1pct_fpr, "n_members": r.n_members,
-                      "n_nonmembers": r.n_nonmembers} for name, r in sorted(report.results.items())}
+    attacks = {
+        name: {
+            "acc": r.acc,
+            "auc": r.auc,
+            "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr,
+            "tpr_at_0_1pct_fpr": r.tpr_at_0_1pct_fpr,
+            "n_members": r.n_members,
+            "n_nonmembers": r.n_nonmembers,
+        }
+        for name, r in sorted(report.results.items())
+    }
     return {"attacks": attacks, "memorization": report.memorization, "p1d": report.p1d}
 
 
@@ -94,16 +149,30 @@ def main() -> int:
     parser.add_argument("--control-images", type=int, default=128)
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--work", default=str(REPO / "runs" / "bench" / "privacy"))
-    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "privacy.json"))
+    parser.add_argument(
+        "--out", default=str(REPO / "bench" / "results" / "privacy.json")
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     t_start = time.monotonic()
-    data = ["data.source=shards", f"data.path={json.dumps(str(Path(args.shared).resolve()))}",
-            "data.image_size=64", f"data.centers=[{args.center}]", "data.empty_class=skip"]
+    data = [
+        "data.source=shards",
+        f"data.path={json.dumps(str(Path(args.shared).resolve()))}",
+        "data.image_size=64",
+        f"data.centers=[{args.center}]",
+        "data.empty_class=skip",
+    ]
     cfg = load_config(args.preset, data + ATTACK_OVERRIDES)
     train, test = load_train_test(cfg.data)
     work = Path(args.work)
-    log.info("%s: %d members (train fold), %d non-members (test fold)", args.center, len(train), len(test))
+    log.info(
+        "%s: %d members (train fold), %d non-members (test fold)",
+        args.center,
+        len(train),
+        len(test),
+    )
 
     t0 = time.monotonic()
     pkg, critic = condense(cfg, train, work / "medsynth")
@@ -112,41 +181,76 @@ def main() -> int:
     medsynth = audit(pkg, critic, train, test, cfg, acc, work / "medsynth")
 
     rng = np.random.default_rng(0)
-    tiny_train = train.subset(np.sort(rng.choice(len(train), args.control_images, replace=False)))
-    tiny_test = test.subset(np.sort(rng.choice(len(test), min(args.control_images, len(test)), replace=False)))
+    tiny_train = train.subset(
+        np.sort(rng.choice(len(train), args.control_images, replace=False))
+    )
+    tiny_test = test.subset(
+        np.sort(
+            rng.choice(len(test), min(args.control_images, len(test)), replace=False)
+        )
+    )
     control_cfg = load_config(args.preset, data + ATTACK_OVERRIDES + CONTROL_OVERRIDES)
     t0 = time.monotonic()
-    control_pkg, control_critic = condense(control_cfg, tiny_train, work / "overfit_control")
+    control_pkg, control_critic = condense(
+        control_cfg, tiny_train, work / "overfit_control"
+    )
     t_control = time.monotonic() - t0
-    control = audit(control_pkg, control_critic, tiny_train, tiny_test, control_cfg, None, work / "overfit_control")
+    control = audit(
+        control_pkg,
+        control_critic,
+        tiny_train,
+        tiny_test,
+        control_cfg,
+        None,
+        work / "overfit_control",
+    )
 
     result = {
         "medsynth": medsynth["attacks"],
         "overfit_control": control["attacks"],
-        "memorization_rate": {"medsynth": medsynth["memorization"], "overfit_control": control["memorization"]},
+        "memorization_rate": {
+            "medsynth": medsynth["memorization"],
+            "overfit_control": control["memorization"],
+        },
         "p1d": medsynth["p1d"],
         "task_accuracy": acc,
         "targets": {
             "medsynth_max_auc": max(r["auc"] for r in medsynth["attacks"].values()),
-            "medsynth_max_tpr_at_1pct_fpr": max(r["tpr_at_1pct_fpr"] for r in medsynth["attacks"].values()),
+            "medsynth_max_tpr_at_1pct_fpr": max(
+                r["tpr_at_1pct_fpr"] for r in medsynth["attacks"].values()
+            ),
             "control_white_box_acc": control["attacks"]["logan_wb"]["acc"],
         },
-        "center": args.center, "members": len(train), "nonmembers": len(test),
-        "control_members": len(tiny_train), "control_nonmembers": len(tiny_test),
+        "center": args.center,
+        "members": len(train),
+        "nonmembers": len(test),
+        "control_members": len(tiny_train),
+        "control_nonmembers": len(tiny_test),
         "control_steps": control_pkg.manifest.training.phase1_steps,
-        "condense_seconds": round(t_condense, 1), "control_seconds": round(t_control, 1),
+        "condense_seconds": round(t_condense, 1),
+        "control_seconds": round(t_control, 1),
         "seconds": round(time.monotonic() - t_start, 1),
-        "machine": machine_description(), "preset": args.preset,
-        "attack_overrides": ATTACK_OVERRIDES, "control_overrides": CONTROL_OVERRIDES,
+        "machine": machine_description(),
+        "preset": args.preset,
+        "attack_overrides": ATTACK_OVERRIDES,
+        "control_overrides": CONTROL_OVERRIDES,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False))
-    print(f"{'attack':>18} {'MedSynth acc/AUC/TPR@1%':>26} {'control acc/AUC/TPR@1%':>26}")
+    print(
+        f"{'attack':>18} {'MedSynth acc/AUC/TPR@1%':>26} {'control acc/AUC/TPR@1%':>26}"
+    )
     for name in sorted(result["overfit_control"]):
         a, c = result["medsynth"].get(name), result["overfit_control"][name]
         left = f"{a['acc']:.3f}/{a['auc']:.3f}/{a['tpr_at_1pct_fpr']:.3f}" if a else "-"
-        print(f"{name:>18} {left:>26} {c['acc']:.3f}/{c['auc']:.3f}/{c['tpr_at_1pct_fpr']:.3f}")
-    print(f"targets: {result['targets']}  (MedSynth AUC ≤ 0.55, TPR@1% ≤ 0.02; control white-box acc ≥ 0.9)")
+        print(
+            f"{name:>18} {left:>26} "
+            f"{c['acc']:.3f}/{c['auc']:.3f}/{c['tpr_at_1pct_fpr']:.3f}"
+        )
+    print(
+        f"targets: {result['targets']}  "
+        "(MedSynth AUC ≤ 0.55, TPR@1% ≤ 0.02; control white-box acc ≥ 0.9)"
+    )
     print(f"wall time {result['seconds'] / 60:.1f} min on {result['machine']}")
     return 0
 

@@ -1,6 +1,7 @@
-"""Baselines on the same sites, with the same ViT: FedAvg (Flower's own strategy)
-and local-only training. Pooled training needs the data in one place and is in
-:mod:`simulation.baselines`.
+"""Baselines on the same sites, with the same ViT.
+
+FedAvg (Flower's own strategy) and local-only training. Pooled training needs
+the data in one place and is in :mod:`simulation.baselines`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,14 @@ import logging
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -23,7 +31,9 @@ from .store import RunStore
 log = logging.getLogger(__name__)
 
 
-def run_fedavg(grid: Grid, cfg: Config, store: RunStore, test_set: Path | None, seed: int) -> dict[str, float]:
+def run_fedavg(
+    grid: Grid, cfg: Config, store: RunStore, test_set: Path | None, seed: int
+) -> dict[str, float]:
     """FedAvg of the classifier ViT over the sites; central metrics of the final model.
 
     Round budget: ``federation.baseline_rounds`` rounds of
@@ -37,32 +47,60 @@ def run_fedavg(grid: Grid, cfg: Config, store: RunStore, test_set: Path | None, 
 
     def central(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if test is None or server_round < cfg.federation.baseline_rounds:
-            return None  # only the final model is scored (the test set is not for selection)
+            # only the final model is scored (the test set is not for selection)
+            return None
         model.load_state_dict(arrays.to_torch_state_dict())
         return MetricRecord(evaluate_classifier(model, test).as_record())
 
-    strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=cfg.federation.min_sites,
-                      min_available_nodes=cfg.federation.min_sites)
-    train_config = ConfigRecord({"task": "fedavg", "local-steps": cfg.federation.baseline_local_steps,
-                                 "seed": seed})
-    result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=cfg.federation.baseline_rounds,
-                            timeout=cfg.federation.timeout_s, train_config=train_config, evaluate_fn=central)
-    final = dict(result.evaluate_metrics_serverapp.get(cfg.federation.baseline_rounds, {}))
+    strategy = FedAvg(
+        fraction_evaluate=0.0,
+        min_train_nodes=cfg.federation.min_sites,
+        min_available_nodes=cfg.federation.min_sites,
+    )
+    train_config = ConfigRecord(
+        {
+            "task": "fedavg",
+            "local-steps": cfg.federation.baseline_local_steps,
+            "seed": seed,
+        }
+    )
+    result = strategy.start(
+        grid,
+        ArrayRecord(model.state_dict()),
+        num_rounds=cfg.federation.baseline_rounds,
+        timeout=cfg.federation.timeout_s,
+        train_config=train_config,
+        evaluate_fn=central,
+    )
+    final = dict(
+        result.evaluate_metrics_serverapp.get(cfg.federation.baseline_rounds, {})
+    )
     store.put_metrics(f"fedavg:seed{seed}", final)
     return {k: float(v) for k, v in final.items()}
 
 
-def run_local_only(grid: Grid, cfg: Config, store: RunStore, seed: int) -> dict[str, dict[str, float]]:
+def run_local_only(
+    grid: Grid, cfg: Config, store: RunStore, seed: int
+) -> dict[str, dict[str, float]]:
     """Every site trains the ViT on its own images and tests it on its own split."""
     nodes = list(grid.get_node_ids())
     config = ConfigRecord({"task": "local-only", "seed": seed})
-    messages = [Message(RecordDict({"config": config}), dst_node_id=n, message_type=MessageType.TRAIN)
-                for n in nodes]
+    messages = [
+        Message(
+            RecordDict({"config": config}),
+            dst_node_id=n,
+            message_type=MessageType.TRAIN,
+        )
+        for n in nodes
+    ]
     out = {}
     for reply in grid.send_and_receive(messages, timeout=cfg.federation.timeout_s):
         node = reply.metadata.src_node_id
         if reply.has_error():
-            store.log("warning", f"node {node}: local-only baseline failed: {reply.error.reason}")
+            store.log(
+                "warning",
+                f"node {node}: local-only baseline failed: {reply.error.reason}",
+            )
             continue
         out[str(node)] = {k: float(v) for k, v in reply.content["metrics"].items()}
         store.put_metrics(f"local-only:node{node}:seed{seed}", out[str(node)])

@@ -1,5 +1,7 @@
-"""The coordinator's work after packages arrive, without Flower: sample condensed
-sets, train the shared ViT on their union (resumably), evaluate it centrally.
+"""The coordinator's work after packages arrive, without Flower.
+
+Sample condensed sets, train the shared ViT on their union (resumably), evaluate
+it centrally.
 """
 
 from __future__ import annotations
@@ -30,15 +32,22 @@ from .store import RunStore
 log = logging.getLogger(__name__)
 
 
-def sample_site(store: RunStore, pkg: GeneratorPackage, ipc: int, seed: int) -> ImageSet:
+def sample_site(
+    store: RunStore, pkg: GeneratorPackage, ipc: int, seed: int
+) -> ImageSet:
     """Sample ``ipc`` images per present class from one site's generator (cached)."""
     site = pkg.manifest.site_id
     path = store.dir / "condensed" / f"{site}.npz"
     if path.is_file():
-        return load_npz(path, classes=list(pkg.manifest.class_names), empty_class="skip")
+        return load_npz(
+            path, classes=list(pkg.manifest.class_names), empty_class="skip"
+        )
     images = sample_condensed_set(
-        pkg.build_generator(), list(pkg.manifest.class_names),
-        list(pkg.manifest.classes_present), ipc, seed=derive_seed(seed, site) % 2**31,
+        pkg.build_generator(),
+        list(pkg.manifest.class_names),
+        list(pkg.manifest.classes_present),
+        ipc,
+        seed=derive_seed(seed, site) % 2**31,
     )
     images.save_npz(path)
     save_class_grids(images, store.dir / "condensed" / f"{site}_grids")
@@ -71,14 +80,24 @@ def train_shared_vit(store: RunStore, union: ImageSet, cfg: Config) -> nn.Module
     def save(stage: str, step: int) -> None:
         save_checkpoint(ckpt, {"trainer": trainer.state_dict(), "step": step})
 
-    reporter = Reporter(store.dir / "logs" / "shared_vit_metrics.jsonl", cfg.training.log_every)
-    ctx = LoopContext(DistInfo(), seed, reporter, checkpoint_every=cfg.training.checkpoint_every, save=save)
+    reporter = Reporter(
+        store.dir / "logs" / "shared_vit_metrics.jsonl", cfg.training.log_every
+    )
+    ctx = LoopContext(
+        DistInfo(),
+        seed,
+        reporter,
+        checkpoint_every=cfg.training.checkpoint_every,
+        save=save,
+    )
     model = trainer.fit(union, ctx, stage="shared_vit", start=start)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, final)
     return model
 
 
-def evaluate_central(model: nn.Module, test_path: Path | None, class_names: list[str]) -> ClassificationMetrics | None:
+def evaluate_central(
+    model: nn.Module, test_path: Path | None, class_names: list[str]
+) -> ClassificationMetrics | None:
     """Evaluate on the coordinator's own held-out real test set, when it has one."""
     if test_path is None:
         return None

@@ -1,5 +1,7 @@
-"""The MedSynth round: collect and verify generators, sample, train the shared ViT,
-evaluate it centrally and at the sites. Every result is persisted as it arrives.
+"""The MedSynth round.
+
+Collect and verify generators, sample, train the shared ViT, evaluate it centrally
+and at the sites. Every result is persisted as it arrives.
 """
 
 from __future__ import annotations
@@ -54,10 +56,14 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> list[int]:
 def _reply_bytes(msg: Message) -> int:
     arrays = msg.content["generator"] if "generator" in msg.content else {}
     config = msg.content["package"] if "package" in msg.content else {}
-    return sum(len(a.data) for a in arrays.values()) + sum(len(str(v)) for v in config.values())
+    return sum(len(a.data) for a in arrays.values()) + sum(
+        len(str(v)) for v in config.values()
+    )
 
 
-def split_unavailable(replies: list[Message], sent: list[Message]) -> tuple[list[Message], dict[int, str]]:
+def split_unavailable(
+    replies: list[Message], sent: list[Message]
+) -> tuple[list[Message], dict[int, str]]:
     """Separate the SuperLink's own "node unavailable" error replies.
 
     Flower answers for an offline node itself (source = the SuperLink), so the
@@ -74,63 +80,143 @@ def split_unavailable(replies: list[Message], sent: list[Message]) -> tuple[list
     return own, unavailable
 
 
-def _persist_outcome(store: RunStore, strategy: MedSynthStrategy, replies: list[Message], asked: list[int],
-                     unavailable: dict[int, str]) -> None:
+def _persist_outcome(
+    store: RunStore,
+    strategy: MedSynthStrategy,
+    replies: list[Message],
+    asked: list[int],
+    unavailable: dict[int, str],
+) -> None:
     for node, reason in unavailable.items():
-        store.record_site(SiteRecord(node, "", "unreachable", reason, "", "", 0, [], 0, 0.0))
+        store.record_site(
+            SiteRecord(node, "", "unreachable", reason, "", "", 0, [], 0, 0.0)
+        )
         store.log("warning", f"node {node}: unreachable: {reason}")
     outcome = strategy.aggregate_train_outcome(replies)
-    sizes = {m.metadata.src_node_id: _reply_bytes(m) for m in replies if not m.has_error()}
+    sizes = {
+        m.metadata.src_node_id: _reply_bytes(m) for m in replies if not m.has_error()
+    }
     for node, (pkg, metrics) in outcome.accepted.items():
-        path = write_package(pkg, store.dir / "packages" / f"{pkg.manifest.site_id}.msfl")
+        path = write_package(
+            pkg, store.dir / "packages" / f"{pkg.manifest.site_id}.msfl"
+        )
         m = pkg.manifest
-        store.record_site(SiteRecord(node, m.site_id, "accepted", "", str(path), m.weights.sha256,
-                                     m.training.n_images, list(m.classes_present), sizes.get(node, 0),
-                                     float(metrics.get("seconds", 0.0))))
+        store.record_site(
+            SiteRecord(
+                node,
+                m.site_id,
+                "accepted",
+                "",
+                str(path),
+                m.weights.sha256,
+                m.training.n_images,
+                list(m.classes_present),
+                sizes.get(node, 0),
+                float(metrics.get("seconds", 0.0)),
+            )
+        )
         store.log("info", f"node {node}: accepted the package of site {m.site_id}")
     for r in outcome.refused:
-        store.record_site(SiteRecord(r.node_id, r.site_id, "rejected", r.reason, "", "", 0, [], sizes.get(r.node_id, 0), 0.0))
+        store.record_site(
+            SiteRecord(
+                r.node_id,
+                r.site_id,
+                "rejected",
+                r.reason,
+                "",
+                "",
+                0,
+                [],
+                sizes.get(r.node_id, 0),
+                0.0,
+            )
+        )
         store.log("warning", f"node {r.node_id}: refused: {r.reason}")
     replied = {m.metadata.src_node_id for m in replies} | set(unavailable)
     for node in sorted(set(asked) - replied):
-        store.record_site(SiteRecord(node, "", "unreachable", "no reply before the timeout", "", "", 0, [], 0, 0.0))
+        store.record_site(
+            SiteRecord(
+                node,
+                "",
+                "unreachable",
+                "no reply before the timeout",
+                "",
+                "",
+                0,
+                [],
+                0,
+                0.0,
+            )
+        )
         store.log("warning", f"node {node}: no reply before the timeout")
 
 
-def collect_packages(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cfg: Config, timeout_s: float) -> dict[str, GeneratorPackage]:
+def collect_packages(
+    grid: Grid,
+    strategy: MedSynthStrategy,
+    store: RunStore,
+    cfg: Config,
+    timeout_s: float,
+) -> dict[str, GeneratorPackage]:
     """Verified packages by site id; asks only nodes without a verified package."""
     if store.stage_done("collect") is None:
         delivered = {r.node_id for r in store.sites("accepted")}
-        nodes = [n for n in wait_for_nodes(grid, cfg.federation.min_sites, timeout_s) if n not in delivered]
+        nodes = [
+            n
+            for n in wait_for_nodes(grid, cfg.federation.min_sites, timeout_s)
+            if n not in delivered
+        ]
         if nodes:
             request = ConfigRecord({"nodes": nodes, "run-id": store.run_id})
             messages = list(strategy.configure_train(1, ArrayRecord(), request, grid))
-            replies, unavailable = split_unavailable(list(grid.send_and_receive(messages, timeout=timeout_s)), messages)
+            replies, unavailable = split_unavailable(
+                list(grid.send_and_receive(messages, timeout=timeout_s)), messages
+            )
             _persist_outcome(store, strategy, replies, nodes, unavailable)
     accepted = store.sites("accepted")
     if len(accepted) < cfg.federation.min_sites:
         raise NotEnoughSites(
-            f"{len(accepted)} verified package(s), the run needs {cfg.federation.min_sites}; "
+            f"{len(accepted)} verified package(s), "
+            f"the run needs {cfg.federation.min_sites}; "
             f"see the sites table of run {store.run_id!r} for the refusals"
         )
     store.finish_stage("collect", {"sites": [r.site_id for r in accepted]})
-    return {r.site_id: read_package(Path(r.package_path), strategy.trusted, cfg.package.max_bytes) for r in accepted}
+    return {
+        r.site_id: read_package(
+            Path(r.package_path), strategy.trusted, cfg.package.max_bytes
+        )
+        for r in accepted
+    }
 
 
 def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
     m = pkg.manifest
-    models = build_generator_only_attacks(pkg.build_generator(), list(m.class_names), list(m.classes_present),
-                                          cfg.audit, seed=cfg.training.seed)
+    models = build_generator_only_attacks(
+        pkg.build_generator(),
+        list(m.class_names),
+        list(m.classes_present),
+        cfg.audit,
+        seed=cfg.training.seed,
+    )
     arrays, meta = models.to_state()
-    content = RecordDict({
-        "attack": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
-        "attack-meta": ConfigRecord(dict(meta)),
-    })
+    content = RecordDict(
+        {
+            "attack": ArrayRecord(
+                {k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}
+            ),
+            "attack-meta": ConfigRecord(dict(meta)),
+        }
+    )
     return Message(content, dst_node_id=node, message_type="query.audit")
 
 
-def federated_audit(grid: Grid, store: RunStore, packages: dict[str, GeneratorPackage], cfg: Config,
-                    timeout_s: float) -> dict[str, GeneratorPackage]:
+def federated_audit(
+    grid: Grid,
+    store: RunStore,
+    packages: dict[str, GeneratorPackage],
+    cfg: Config,
+    timeout_s: float,
+) -> dict[str, GeneratorPackage]:
     """Audit every accepted generator at its own site; quarantine the ones that leak.
 
     The coordinator builds the attacks it can from the generator alone and
@@ -139,47 +225,85 @@ def federated_audit(grid: Grid, store: RunStore, packages: dict[str, GeneratorPa
     ``audit.max_auc`` is kept out of the shared model.
     """
     node_of = {r.site_id: r.node_id for r in store.sites("accepted")}
-    todo = {site: pkg for site, pkg in sorted(packages.items()) if not store.metrics(f"audit:{site}")}
+    todo = {
+        site: pkg
+        for site, pkg in sorted(packages.items())
+        if not store.metrics(f"audit:{site}")
+    }
     messages = [_audit_message(pkg, node_of[site], cfg) for site, pkg in todo.items()]
     site_of = {node_of[site]: site for site in todo}
-    replies, unavailable = split_unavailable(list(grid.send_and_receive(messages, timeout=timeout_s)), messages)
+    replies, unavailable = split_unavailable(
+        list(grid.send_and_receive(messages, timeout=timeout_s)), messages
+    )
     for node, reason in unavailable.items():
-        store.log("warning", f"site {site_of.get(node, node)}: federated audit failed: {reason}")
+        store.log(
+            "warning",
+            f"site {site_of.get(node, node)}: federated audit failed: {reason}",
+        )
     for msg in replies:
         site = site_of.get(msg.metadata.src_node_id, str(msg.metadata.src_node_id))
         if msg.has_error():
-            store.log("warning", f"site {site}: federated audit failed: {msg.error.reason}")
+            store.log(
+                "warning", f"site {site}: federated audit failed: {msg.error.reason}"
+            )
             continue
         metrics = {k: float(v) for k, v in msg.content["metrics"].items()}
         store.put_metrics(f"audit:{site}", metrics)
-        leaks = sorted(k for k, v in metrics.items() if k.endswith("/auc") and v > cfg.audit.max_auc)
+        leaks = sorted(
+            k
+            for k, v in metrics.items()
+            if k.endswith("/auc") and v > cfg.audit.max_auc
+        )
         if leaks:
             rec = next(r for r in store.sites("accepted") if r.site_id == site)
             reason = f"federated audit: {', '.join(leaks)} above {cfg.audit.max_auc}"
-            store.record_site(dataclasses.replace(rec, status="quarantined", reason=reason))
+            store.record_site(
+                dataclasses.replace(rec, status="quarantined", reason=reason)
+            )
             store.log("warning", f"site {site}: quarantined ({reason})")
     store.finish_stage("audit")
     accepted = {r.site_id for r in store.sites("accepted")}
     return {s: p for s, p in packages.items() if s in accepted}
 
 
-def federated_evaluate(grid: Grid, strategy: MedSynthStrategy, store: RunStore, model: nn.Module, cfg: Config, timeout_s: float) -> dict[str, float]:
-    """Send the shared ViT to the contributing sites; store and average their metrics."""
+def federated_evaluate(
+    grid: Grid,
+    strategy: MedSynthStrategy,
+    store: RunStore,
+    model: nn.Module,
+    cfg: Config,
+    timeout_s: float,
+) -> dict[str, float]:
+    """Send the shared ViT to the contributing sites.
+
+    Store and average their metrics.
+    """
     done = store.stage_done("federated_eval")
     if done is not None:
         return done
     site_of = {r.node_id: r.site_id for r in store.sites("accepted")}
     nodes = [n for n in grid.get_node_ids() if n in site_of]
-    config = ConfigRecord({"vit": cfg.classifier.vit.model_dump_json(), "num-classes": len(cfg.data.classes)})
+    config = ConfigRecord(
+        {
+            "vit": cfg.classifier.vit.model_dump_json(),
+            "num-classes": len(cfg.data.classes),
+        }
+    )
     arrays = ArrayRecord(model.state_dict())
-    messages = [m for m in strategy.configure_evaluate(1, arrays, config, grid) if m.metadata.dst_node_id in nodes]
+    messages = [
+        m
+        for m in strategy.configure_evaluate(1, arrays, config, grid)
+        if m.metadata.dst_node_id in nodes
+    ]
     replies = list(grid.send_and_receive(messages, timeout=timeout_s))
     for msg in replies:
         node = msg.metadata.src_node_id
         if msg.has_error():
             store.log("warning", f"node {node}: evaluation failed: {msg.error.reason}")
         else:
-            store.put_metrics(f"site:{site_of.get(node, node)}", dict(msg.content["metrics"]))
+            store.put_metrics(
+                f"site:{site_of.get(node, node)}", dict(msg.content["metrics"])
+            )
     aggregated = strategy.aggregate_evaluate(1, replies)
     result = {k: float(v) for k, v in (aggregated or {}).items()}
     store.put_metrics("federated", result)
@@ -187,13 +311,25 @@ def federated_evaluate(grid: Grid, strategy: MedSynthStrategy, store: RunStore, 
     return result
 
 
-def run_medsynth(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cfg: Config, settings: RoundSettings) -> dict:
+def run_medsynth(
+    grid: Grid,
+    strategy: MedSynthStrategy,
+    store: RunStore,
+    cfg: Config,
+    settings: RoundSettings,
+) -> dict:
     """The whole MedSynth-FL round; resumable at every stage. Returns the summary."""
     packages = collect_packages(grid, strategy, store, cfg, settings.timeout_s)
     packages = federated_audit(grid, store, packages, cfg, settings.timeout_s)
     if len(packages) < cfg.federation.min_sites:
-        raise NotEnoughSites(f"{len(packages)} generator(s) passed the audit, the run needs {cfg.federation.min_sites}")
-    condensed = [sample_site(store, pkg, cfg.federation.ipc, cfg.sampling.seed) for pkg in packages.values()]
+        raise NotEnoughSites(
+            f"{len(packages)} generator(s) passed the audit, "
+            f"the run needs {cfg.federation.min_sites}"
+        )
+    condensed = [
+        sample_site(store, pkg, cfg.federation.ipc, cfg.sampling.seed)
+        for pkg in packages.values()
+    ]
     store.finish_stage("sample", {"images": sum(len(c) for c in condensed)})
     model = train_shared_vit(store, ImageSet.concat(condensed), cfg)
     store.finish_stage("train")
@@ -204,7 +340,11 @@ def run_medsynth(grid: Grid, strategy: MedSynthStrategy, store: RunStore, cfg: C
         store.finish_stage("central_eval")
     federated_evaluate(grid, strategy, store, model, cfg, settings.timeout_s)
     store.set_status("finished")
-    summary = {"run_id": store.run_id, "run_dir": str(store.dir), "metrics": store.metrics(),
-               "sites": [r.__dict__ for r in store.sites()]}
+    summary = {
+        "run_id": store.run_id,
+        "run_dir": str(store.dir),
+        "metrics": store.metrics(),
+        "sites": [r.__dict__ for r in store.sites()],
+    }
     (store.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

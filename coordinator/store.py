@@ -60,7 +60,10 @@ class SiteRecord:
 
 
 class RunStore:
-    """SQLite database plus ``<root>/<run_id>/`` folders for packages, samples, models."""
+    """SQLite database plus ``<root>/<run_id>/`` folders.
+
+    The folders hold packages, samples, models.
+    """
 
     def __init__(self, root: Path, run_id: str):
         if not run_id or "/" in run_id or run_id.startswith("."):
@@ -87,12 +90,19 @@ class RunStore:
     def open_run(self, config_yaml: str) -> bool:
         """Register the run (idempotent); True when it already existed (a resume)."""
         with self._db() as db:
-            row = db.execute("SELECT config_yaml FROM runs WHERE run_id=?", (self.run_id,)).fetchone()
+            row = db.execute(
+                "SELECT config_yaml FROM runs WHERE run_id=?", (self.run_id,)
+            ).fetchone()
             if row is None:
-                db.execute("INSERT INTO runs VALUES (?,?,?,?)", (self.run_id, _now(), config_yaml, "running"))
+                db.execute(
+                    "INSERT INTO runs VALUES (?,?,?,?)",
+                    (self.run_id, _now(), config_yaml, "running"),
+                )
                 return False
         if row[0] != config_yaml:
-            raise ValueError(f"run {self.run_id!r} exists with a different config; use a new run id")
+            raise ValueError(
+                f"run {self.run_id!r} exists with a different config; use a new run id"
+            )
         return True
 
     def set_status(self, status: str) -> None:
@@ -103,7 +113,9 @@ class RunStore:
     def status(self) -> str:
         """The run's status."""
         with self._db() as db:
-            row = db.execute("SELECT status FROM runs WHERE run_id=?", (self.run_id,)).fetchone()
+            row = db.execute(
+                "SELECT status FROM runs WHERE run_id=?", (self.run_id,)
+            ).fetchone()
         return row[0] if row else "unknown"
 
     # -- sites ----------------------------------------------------------------
@@ -112,45 +124,83 @@ class RunStore:
         with self._db() as db:
             db.execute(
                 "INSERT OR REPLACE INTO sites VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (self.run_id, str(rec.node_id), rec.site_id, rec.status, rec.reason, rec.package_path,
-                 rec.weights_sha256, rec.n_images, json.dumps(rec.classes_present),
-                 rec.bytes_received, rec.seconds, _now()),
+                (
+                    self.run_id,
+                    str(rec.node_id),
+                    rec.site_id,
+                    rec.status,
+                    rec.reason,
+                    rec.package_path,
+                    rec.weights_sha256,
+                    rec.n_images,
+                    json.dumps(rec.classes_present),
+                    rec.bytes_received,
+                    rec.seconds,
+                    _now(),
+                ),
             )
 
     def sites(self, status: str | None = None) -> list[SiteRecord]:
         """Site records of this run, optionally with one status."""
-        query = "SELECT node_id, site_id, status, reason, package_path, weights_sha256, n_images, " \
-                "classes_present, bytes_received, seconds FROM sites WHERE run_id=?"
+        query = (
+            "SELECT node_id, site_id, status, reason, package_path, "
+            "weights_sha256, n_images, "
+            "classes_present, bytes_received, seconds FROM sites WHERE run_id=?"
+        )
         args: tuple = (self.run_id,)
         if status is not None:
             query += " AND status=?"
             args += (status,)
         with self._db() as db:
             rows = db.execute(query + " ORDER BY site_id, node_id", args).fetchall()
-        return [SiteRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9]) for r in rows]
+        return [
+            SiteRecord(
+                int(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                json.loads(r[7]),
+                r[8],
+                r[9],
+            )
+            for r in rows
+        ]
 
     # -- stages, metrics, events ---------------------------------------------
     def finish_stage(self, stage: str, detail: dict | None = None) -> None:
         """Record that ``stage`` is done (with a small JSON detail)."""
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO stages VALUES (?,?,?,?)",
-                       (self.run_id, stage, json.dumps(detail or {}), _now()))
+            db.execute(
+                "INSERT OR REPLACE INTO stages VALUES (?,?,?,?)",
+                (self.run_id, stage, json.dumps(detail or {}), _now()),
+            )
 
     def stage_done(self, stage: str) -> dict | None:
         """The detail of a finished stage, or None if it has not finished."""
         with self._db() as db:
-            row = db.execute("SELECT detail FROM stages WHERE run_id=? AND stage=?", (self.run_id, stage)).fetchone()
+            row = db.execute(
+                "SELECT detail FROM stages WHERE run_id=? AND stage=?",
+                (self.run_id, stage),
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     def put_metrics(self, scope: str, values: dict[str, float]) -> None:
         """Store metrics under a scope (``central``, ``federated``, ``site:<id>``…)."""
         with self._db() as db:
-            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)",
-                           [(self.run_id, scope, k, float(v), _now()) for k, v in values.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)",
+                [(self.run_id, scope, k, float(v), _now()) for k, v in values.items()],
+            )
 
     def metrics(self, scope: str | None = None) -> dict[str, dict[str, float]]:
         """Metrics by scope."""
-        query, args = "SELECT scope, name, value FROM metrics WHERE run_id=?", (self.run_id,)
+        query, args = (
+            "SELECT scope, name, value FROM metrics WHERE run_id=?",
+            (self.run_id,),
+        )
         if scope is not None:
             query, args = query + " AND scope=?", args + (scope,)
         out: dict[str, dict[str, float]] = {}
@@ -162,10 +212,15 @@ class RunStore:
     def log(self, level: str, message: str) -> None:
         """Append an event to the run's log."""
         with self._db() as db:
-            db.execute("INSERT INTO events VALUES (?,?,?,?)", (self.run_id, _now(), level, message))
+            db.execute(
+                "INSERT INTO events VALUES (?,?,?,?)",
+                (self.run_id, _now(), level, message),
+            )
 
     def events(self) -> list[tuple[str, str, str]]:
         """(utc, level, message) of every event, oldest first."""
         with self._db() as db:
-            return db.execute("SELECT utc, level, message FROM events WHERE run_id=? ORDER BY rowid",
-                              (self.run_id,)).fetchall()
+            return db.execute(
+                "SELECT utc, level, message FROM events WHERE run_id=? ORDER BY rowid",
+                (self.run_id,),
+            ).fetchall()

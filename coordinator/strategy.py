@@ -14,11 +14,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from medsynth_fl.package import GeneratorPackage, KeyRing, PackageRejected, verify_package
+from medsynth_fl.package import (
+    GeneratorPackage,
+    KeyRing,
+    PackageRejected,
+    verify_package,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +48,21 @@ class Refusal:
 class TrainOutcome:
     """Packages accepted and refused in one train round."""
 
-    accepted: dict[int, tuple[GeneratorPackage, dict[str, float]]] = field(default_factory=dict)
+    accepted: dict[int, tuple[GeneratorPackage, dict[str, float]]] = field(
+        default_factory=dict
+    )
     refused: list[Refusal] = field(default_factory=list)
 
 
-def _package_from_reply(msg: Message, trusted: KeyRing, max_bytes: int) -> tuple[GeneratorPackage, dict]:
+def _package_from_reply(
+    msg: Message, trusted: KeyRing, max_bytes: int
+) -> tuple[GeneratorPackage, dict]:
     content = msg.content
     if "refusal" in content and "generator" not in content:
         refusal = content["refusal"]
-        raise PackageRejected(f"withheld by the site's release gate: {refusal.get('reasons', '')}")
+        raise PackageRejected(
+            f"withheld by the site's release gate: {refusal.get('reasons', '')}"
+        )
     try:
         arrays = content["generator"]
         meta = content["package"]
@@ -67,47 +85,76 @@ class MedSynthStrategy(FedAvg):
     """
 
     def __init__(self, trusted: KeyRing, max_package_bytes: int, min_sites: int):
-        super().__init__(min_train_nodes=min_sites, min_evaluate_nodes=1, min_available_nodes=1)
+        super().__init__(
+            min_train_nodes=min_sites, min_evaluate_nodes=1, min_available_nodes=1
+        )
         self.trusted = trusted
         self.max_package_bytes = max_package_bytes
         self.min_sites = min_sites
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """Ask the given nodes (``config['nodes']`` is not sent) for their generators."""
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Ask the given nodes for their generators.
+
+        ``config['nodes']`` is not sent.
+        """
         request = ConfigRecord({k: v for k, v in config.items() if k != "nodes"})
         request["server-round"] = server_round
-        nodes = list(config["nodes"]) if "nodes" in config else list(grid.get_node_ids())
-        return self._construct_messages(RecordDict({"config": request}), nodes, MessageType.TRAIN)
+        nodes = (
+            list(config["nodes"]) if "nodes" in config else list(grid.get_node_ids())
+        )
+        return self._construct_messages(
+            RecordDict({"config": request}), nodes, MessageType.TRAIN
+        )
 
     def aggregate_train_outcome(self, replies: Iterable[Message]) -> TrainOutcome:
         """Separate error replies, verify packages, refuse duplicates of a site."""
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
+        valid, errors = self._check_and_log_replies(
+            list(replies), is_train=True, validate=False
+        )
         outcome = TrainOutcome()
         for msg in errors:
-            outcome.refused.append(Refusal(msg.metadata.src_node_id, "", f"error reply: {msg.error.reason}"))
+            outcome.refused.append(
+                Refusal(
+                    msg.metadata.src_node_id, "", f"error reply: {msg.error.reason}"
+                )
+            )
         seen: set[str] = set()
         for msg in valid:
             node = msg.metadata.src_node_id
             try:
-                pkg, metrics = _package_from_reply(msg, self.trusted, self.max_package_bytes)
+                pkg, metrics = _package_from_reply(
+                    msg, self.trusted, self.max_package_bytes
+                )
             except PackageRejected as exc:
                 log.warning("node %s: %s", node, exc)
                 outcome.refused.append(Refusal(node, "", str(exc)))
                 continue
             site = pkg.manifest.site_id
             if site in seen:
-                outcome.refused.append(Refusal(node, site, "another node already sent this site's package"))
+                outcome.refused.append(
+                    Refusal(node, site, "another node already sent this site's package")
+                )
                 continue
             seen.add(site)
             outcome.accepted[node] = (pkg, metrics)
         return outcome
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Flower's hook: counts only (packages are not averaged)."""
         outcome = self.aggregate_train_outcome(replies)
-        return None, MetricRecord({"accepted": len(outcome.accepted), "refused": len(outcome.refused)})
+        return None, MetricRecord(
+            {"accepted": len(outcome.accepted), "refused": len(outcome.refused)}
+        )
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        log.info("MedSynthStrategy: min_sites=%d, max_package_bytes=%d, registered sites=%s",
-                 self.min_sites, self.max_package_bytes, self.trusted.site_ids)
+        log.info(
+            "MedSynthStrategy: min_sites=%d, max_package_bytes=%d, registered sites=%s",
+            self.min_sites,
+            self.max_package_bytes,
+            self.trusted.site_ids,
+        )

@@ -56,7 +56,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     key = generate_site_key(private, out / f"{args.site_id}.pub")
     print(f"private key: {private} (keep it at the site)")
     print(
-        f"public key:  {out / (args.site_id + '.pub')} (register it with the coordinator)"
+        f"public key:  {out / (args.site_id + '.pub')} "
+        "(register it with the coordinator)"
     )
     print(f"fingerprint: {fingerprint(key.public_key())}")
     return 0
@@ -72,7 +73,8 @@ def _site_key(path: str | None, out: Path, site_id: str):
     if default.is_file():
         return load_private_key(default)
     log.warning(
-        "no --key given: generated a new site key %s (register %s with the coordinator)",
+        "no --key given: generated a new site key %s "
+        "(register %s with the coordinator)",
         default,
         default.with_suffix(".pub"),
     )
@@ -144,16 +146,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     npz = images.save_npz(out / "condensed.npz")
     grids = save_class_grids(images, out / "grids")
     print(
-        f"{len(images)} images ({args.ipc} per class × {len(m.classes_present)} classes) → {npz}"
+        f"{len(images)} images "
+        f"({args.ipc} per class × {len(m.classes_present)} classes) → {npz}"
     )
     print(f"{len(grids)} PNG grids in {out / 'grids'}")
     return 0
 
 
 def _reject_copies(args: argparse.Namespace, generator, manifest):
-    """Seed 001's filter at the site: draw twice --ipc per class, drop samples
-    nearer a training image than any two training images are to each other,
-    keep --ipc per class, and report the rejection rate.
+    """Seed 001's filter at the site.
+
+    Draw twice --ipc per class, drop samples nearer a training image than any two
+    training images are to each other, keep --ipc per class, and report the
+    rejection rate.
     """
     from .config import DataConfig
     from .data import load_image_source
@@ -161,15 +166,28 @@ def _reject_copies(args: argparse.Namespace, generator, manifest):
     from .sampling import sample_condensed_set
 
     classes = list(manifest.class_names)
-    data_cfg = DataConfig(classes=classes, empty_class="skip", image_size=manifest.image_size)
+    data_cfg = DataConfig(
+        classes=classes, empty_class="skip", image_size=manifest.image_size
+    )
     train = load_image_source(args.reject_copies_of, data_cfg, "train")
-    drawn = sample_condensed_set(generator, classes, manifest.classes_present, 2 * args.ipc, args.seed)
+    drawn = sample_condensed_set(
+        generator, classes, manifest.classes_present, 2 * args.ipc, args.seed
+    )
     result = reject_memorized(drawn, train)
     kept = result.kept
-    keep = np.concatenate([np.flatnonzero(kept.labels == k)[: args.ipc] for k in range(len(classes))])
-    print(f"rejected {result.rejection_rate:.2%} of samples as near-copies of training images "
-          f"(pixel L2 threshold {result.threshold:.1f})")
-    short = [c for k, c in enumerate(classes) if c in manifest.classes_present and (kept.labels == k).sum() < args.ipc]
+    keep = np.concatenate(
+        [np.flatnonzero(kept.labels == k)[: args.ipc] for k in range(len(classes))]
+    )
+    print(
+        f"rejected {result.rejection_rate:.2%} of samples "
+        "as near-copies of training images "
+        f"(pixel L2 threshold {result.threshold:.1f})"
+    )
+    short = [
+        c
+        for k, c in enumerate(classes)
+        if c in manifest.classes_present and (kept.labels == k).sum() < args.ipc
+    ]
     if short:
         log.warning("fewer than %d samples survived for %s", args.ipc, short)
     return kept.subset(np.sort(keep))
@@ -187,7 +205,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     test = load_image_source(args.test, cfg.data, args.test_split)
     if tuple(train.class_names) != tuple(test.class_names):
         raise ConfigError(
-            f"train classes {train.class_names} differ from test classes {test.class_names}"
+            f"train classes {train.class_names} "
+            f"differ from test classes {test.class_names}"
         )
     rows = []
     for seed in args.seeds:
@@ -235,22 +254,49 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     pkg = read_package(Path(args.package), _keyring(args.public_key))
     m = pkg.manifest
-    data_cfg = cfg.data.model_copy(update={"classes": list(m.class_names), "empty_class": "skip"})
+    data_cfg = cfg.data.model_copy(
+        update={"classes": list(m.class_names), "empty_class": "skip"}
+    )
     members = load_image_source(args.members, data_cfg, args.members_split)
     nonmembers = load_image_source(args.nonmembers, data_cfg, args.nonmembers_split)
     critic = load_critic(Path(args.discriminator)) if args.discriminator else None
     generator = pkg.build_generator()
-    models = build_generator_only_attacks(generator, list(m.class_names), list(m.classes_present), cfg.audit, cfg.training.seed)
-    report = run_audit(members, nonmembers, models, critic=critic, max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    models = build_generator_only_attacks(
+        generator,
+        list(m.class_names),
+        list(m.classes_present),
+        cfg.audit,
+        cfg.training.seed,
+    )
+    report = run_audit(
+        members,
+        nonmembers,
+        models,
+        critic=critic,
+        max_candidates=cfg.audit.max_candidates,
+        seed=cfg.training.seed,
+    )
     gate = release_gate(report, cfg.audit.max_auc)
     out = Path(args.out)
     write_report_json(report, out / "audit.json", gate)
-    plot_roc(report.results, out / "roc.png", title=f"membership inference: {m.site_id}")
+    plot_roc(
+        report.results, out / "roc.png", title=f"membership inference: {m.site_id}"
+    )
     print(f"{'attack':>18} {'acc':>6} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>8}")
     for name, r in sorted(report.results.items()):
-        print(f"{name:>18} {r.acc:6.3f} {r.auc:6.3f} {r.tpr_at_1pct_fpr:7.3f} {r.tpr_at_0_1pct_fpr:8.3f}")
-    print("memorisation rate: " + ", ".join(f"{k} {v:.4f}" for k, v in report.memorization.items()))
-    verdict = "release allowed" if gate.allowed else "release REFUSED: " + "; ".join(gate.reasons)
+        print(
+            f"{name:>18} {r.acc:6.3f} {r.auc:6.3f} "
+            f"{r.tpr_at_1pct_fpr:7.3f} {r.tpr_at_0_1pct_fpr:8.3f}"
+        )
+    print(
+        "memorisation rate: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in report.memorization.items())
+    )
+    verdict = (
+        "release allowed"
+        if gate.allowed
+        else "release REFUSED: " + "; ".join(gate.reasons)
+    )
     print(f"gate (max AUC {cfg.audit.max_auc}): {verdict}")
     print(f"report: {out / 'audit.json'}, ROC plot: {out / 'roc.png'}")
     return 0
@@ -351,18 +397,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("audit", help="membership-inference audit of a generator package")
+    p = sub.add_parser(
+        "audit", help="membership-inference audit of a generator package"
+    )
     _config_args(p, default="cpu")
     p.add_argument("package")
-    p.add_argument("--members", required=True,
-                   help="the generator's training images (.npz, data folder, 'embedded')")
-    p.add_argument("--nonmembers", required=True,
-                   help="held-out images of the same distribution")
+    p.add_argument(
+        "--members",
+        required=True,
+        help="the generator's training images (.npz, data folder, 'embedded')",
+    )
+    p.add_argument(
+        "--nonmembers", required=True, help="held-out images of the same distribution"
+    )
     p.add_argument("--members-split", choices=["train", "test", "all"], default="train")
-    p.add_argument("--nonmembers-split", choices=["train", "test", "all"], default="test")
-    p.add_argument("--discriminator",
-                   help="the site's critic (site_local/critic.safetensors): adds white-box LOGAN")
-    p.add_argument("--public-key", help="site public key (.pub) or a folder of <site>.pub")
+    p.add_argument(
+        "--nonmembers-split", choices=["train", "test", "all"], default="test"
+    )
+    p.add_argument(
+        "--discriminator",
+        help="the site's critic (site_local/critic.safetensors): adds white-box LOGAN",
+    )
+    p.add_argument(
+        "--public-key", help="site public key (.pub) or a folder of <site>.pub"
+    )
     p.add_argument("--out", required=True, help="folder for audit.json and roc.png")
     p.set_defaults(func=cmd_audit)
 

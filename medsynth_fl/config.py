@@ -1,18 +1,18 @@
-"""Typed configuration: one model per section, defaults in one place, presets as overrides.
+"""Typed configuration: one model per section, defaults in one place.
 
-The defaults below are seed 000's settings (the ``paper`` preset only adds the
-pretrained checkpoint and the image size); ``configs/*.yaml`` override only what
-differs. Every section rejects unknown keys and wrong types with an error that
-names the dotted key, so a typo in a hospital's YAML never silently falls back
-to a default.
+Presets are overrides. The defaults below are seed 000's settings (the ``paper``
+preset only adds the pretrained checkpoint and the image size); ``configs/*.yaml``
+override only what differs. Every section rejects unknown keys and wrong types
+with an error that names the dotted key, so a typo in a hospital's YAML never
+silently falls back to a default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import logging
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,7 +80,9 @@ class Phase1Config(_Section):
     n_critic: int = Field(5, ge=1)
     lambda_gp: float = Field(10.0, ge=0)
     class_sampling: Literal["natural", "sqrt", "balanced"] = "sqrt"
-    augment: bool = True  # flips/90° rotations of real batches (False: positive control)
+    augment: bool = (
+        True  # flips/90° rotations of real batches (False: positive control)
+    )
 
 
 class Phase2Config(_Section):
@@ -115,7 +117,9 @@ class ClassifierTrainConfig(_Section):
 
     vit: ViTConfig = Field(default_factory=ViTConfig)
     steps: int = Field(3000, ge=1)  # optimiser steps, unless epochs is set
-    epochs: float | None = Field(None, gt=0)  # when set: steps = epochs × images / batch
+    epochs: float | None = Field(
+        None, gt=0
+    )  # when set: steps = epochs × images / batch
     batch_size: int = Field(32, ge=2)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)  # seed 000 §4.2
@@ -167,7 +171,9 @@ class AuditConfig(_Section):
 class FederationConfig(_Section):
     """How simulated sites are carved from the data and what the coordinator asks."""
 
-    sites: list[str] | None = None  # sites the coordinator expects (None: all registered)
+    sites: list[str] | None = (
+        None  # sites the coordinator expects (None: all registered)
+    )
     partition: Literal["natural", "dirichlet", "iid"] = "natural"
     num_sites: int = Field(4, ge=1)  # dirichlet / iid only
     alpha: float = Field(0.5, gt=0)  # Dirichlet concentration
@@ -175,10 +181,14 @@ class FederationConfig(_Section):
     timeout_s: float = Field(3600.0, gt=0)
     ipc: int = Field(50, ge=1)
     baseline_rounds: int = Field(10, ge=1)  # FedAvg baseline: rounds
-    baseline_local_steps: int = Field(50, ge=1)  # FedAvg baseline: local steps per round
+    baseline_local_steps: int = Field(
+        50, ge=1
+    )  # FedAvg baseline: local steps per round
 
 
-def epoch_steps(epochs: float, n_images: int, batch_size: int, world_size: int = 1) -> int:
+def epoch_steps(
+    epochs: float, n_images: int, batch_size: int, world_size: int = 1
+) -> int:
     """Optimiser steps for ``epochs`` passes over ``n_images`` (0 epochs: 0 steps)."""
     if epochs <= 0 or n_images <= 0:
         return 0
@@ -258,7 +268,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """Turn ``phase1.epochs=10`` into ``{"phase1": {"epochs": 10}}`` (value read as YAML)."""
+    """Turn ``phase1.epochs=10`` into ``{"phase1": {"epochs": 10}}``.
+
+    The value is read as YAML.
+    """
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     dotted, raw = item.split("=", 1)

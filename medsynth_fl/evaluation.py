@@ -28,7 +28,12 @@ class ClassificationMetrics:
 
     def as_record(self) -> dict[str, float]:
         """Kebab-case names, as metrics travel in Flower records and the run store."""
-        return {"auc": self.auc, "acc": self.acc, "bal-acc": self.bal_acc, "num-examples": self.n}
+        return {
+            "auc": self.auc,
+            "acc": self.acc,
+            "bal-acc": self.bal_acc,
+            "num-examples": self.n,
+        }
 
 
 @torch.no_grad()

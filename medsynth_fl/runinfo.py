@@ -1,4 +1,7 @@
-"""Provenance written first by every run: resolved config, seed, versions, git revision."""
+"""Provenance written first by every run.
+
+Resolved config, seed, versions, git revision.
+"""
 
 from __future__ import annotations
 

@@ -33,17 +33,34 @@ log = logging.getLogger("simulation.demo")
 
 
 def run_flower_simulation(run_config: dict, num_sites: int, root: Path) -> int:
-    """``flwr run . local --stream`` with a project-local Flower home; returns its exit code."""
+    """``flwr run . local --stream`` with a project-local Flower home.
+
+    Return its exit code.
+    """
     flwr_home = PROJECT_ROOT / ".flwr_home"
     write_local_federation(flwr_home, num_sites, cpus_per_client=1)
     env = flower_env(flwr_home, free_port())
     overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
-    cmd = ["flwr", "run", str(PROJECT_ROOT), "local", "--stream", "--run-config", overrides]
+    cmd = [
+        "flwr",
+        "run",
+        str(PROJECT_ROOT),
+        "local",
+        "--stream",
+        "--run-config",
+        overrides,
+    ]
     log.info("%s", " ".join(cmd))
     try:
         with open(root / "flower.log", "w") as logfile:
-            proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             for line in proc.stdout:  # show Flower's stream and keep a copy
                 sys.stdout.write(line)
                 logfile.write(line)
@@ -57,24 +74,40 @@ def print_summary(summary_path: Path) -> None:
     """Print the run store location, the sites and the headline metrics."""
     summary = json.loads(summary_path.read_text())
     print("\n=== MedSynth-FL demo ===")
-    print(f"run store: {summary['run_dir']}  (SQLite: {Path(summary['run_dir']).parent / 'runs.sqlite'})")
+    print(
+        f"run store: {summary['run_dir']}  "
+        f"(SQLite: {Path(summary['run_dir']).parent / 'runs.sqlite'})"
+    )
     for site in summary["sites"]:
-        print(f"  site {site['site_id'] or site['node_id']}: {site['status']}"
-              f"{' (' + site['reason'] + ')' if site['reason'] else ''}, {site['bytes_received']:,} bytes sent")
+        print(
+            f"  site {site['site_id'] or site['node_id']}: {site['status']}"
+            f"{' (' + site['reason'] + ')' if site['reason'] else ''}, "
+            f"{site['bytes_received']:,} bytes sent"
+        )
     for scope, m in summary["metrics"].items():
         if scope in ("central", "federated"):
-            print(f"  {scope:>9} evaluation: AUC {m['auc']:.3f}, accuracy {m['acc']:.3f}, "
-                  f"balanced accuracy {m['bal-acc']:.3f} on {int(m['num-examples'])} real test images")
+            print(
+                f"  {scope:>9} evaluation: AUC {m['auc']:.3f}, "
+                f"accuracy {m['acc']:.3f}, "
+                f"balanced accuracy {m['bal-acc']:.3f} "
+                f"on {int(m['num-examples'])} real test images"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare the sites, run the Flower simulation, print the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--root", default="runs/demo", help="folder for sites, keys and the run store")
-    parser.add_argument("--run-id", default=None, help="reuse to resume an interrupted run")
+    parser.add_argument(
+        "--root", default="runs/demo", help="folder for sites, keys and the run store"
+    )
+    parser.add_argument(
+        "--run-id", default=None, help="reuse to resume an interrupted run"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     root = (PROJECT_ROOT / args.root).resolve()
     layout = prepare_simulation(load_config(args.preset), root)
     run_id = args.run_id or dt.datetime.now().strftime("demo-%Y%m%d-%H%M%S")
@@ -82,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     code = run_flower_simulation(run_config, len(layout.sites), root)
     summary = Path(run_config["store-dir"]) / run_id / "summary.json"
     if code != 0 or not summary.is_file():
-        print(f"the simulation failed (exit code {code}); Flower's log: {root / 'flower.log'}", file=sys.stderr)
+        print(
+            f"the simulation failed (exit code {code}); "
+            f"Flower's log: {root / 'flower.log'}",
+            file=sys.stderr,
+        )
         return code or 1
     print_summary(summary)
     return 0

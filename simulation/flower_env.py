@@ -41,22 +41,26 @@ def flower_env(flwr_home: Path, port: int) -> dict[str, str]:
     """Environment for ``flwr``: project-local home and caches, no telemetry."""
     cache = PROJECT_ROOT / ".cache"
     env = dict(os.environ)
-    env.update({
-        "FLWR_HOME": str(flwr_home),
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
-        "RAY_TMPDIR": str(ray_tmpdir()),
-        "UV_CACHE_DIR": str(cache / "uv"),
-        "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "FLWR_HOME": str(flwr_home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+            "RAY_TMPDIR": str(ray_tmpdir()),
+            "UV_CACHE_DIR": str(cache / "uv"),
+            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     ray_tmpdir().mkdir(parents=True, exist_ok=True)
     return env
 
 
-def write_local_federation(flwr_home: Path, num_supernodes: int, cpus_per_client: int) -> None:
+def write_local_federation(
+    flwr_home: Path, num_supernodes: int, cpus_per_client: int
+) -> None:
     """Write ``$FLWR_HOME/config.toml`` with a local simulation connection.
 
     Ray runs as many ClientApps at once as ``cpu_count / cpus_per_client`` and
@@ -80,7 +84,12 @@ def _pids_with(marker: str) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cmdline = (
+                (proc / "cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
         except OSError:
             continue
         if marker in cmdline and "flower-superlink" in cmdline:
@@ -89,7 +98,10 @@ def _pids_with(marker: str) -> list[int]:
 
 
 def stop_local_superlink(flwr_home: Path, grace_s: float = 10.0) -> int:
-    """Stop the SuperLink that ``flwr run`` left running for ``flwr_home``; return how many."""
+    """Stop the SuperLink that ``flwr run`` left running for ``flwr_home``.
+
+    Return how many processes were stopped.
+    """
     marker = str(flwr_home / "local-superlink")
     pids = _pids_with(marker)
     for pid in pids:

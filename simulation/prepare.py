@@ -1,5 +1,7 @@
-"""Lay out a simulated consortium on one machine: site folders with data and keys,
-the coordinator's registered keys and held-out test set.
+"""Lay out a simulated consortium on one machine.
+
+Site folders with data and keys, the coordinator's registered keys and held-out
+test set.
 
 ::
 
@@ -58,21 +60,34 @@ class SimulationLayout:
 
 
 def _site_test(images: ImageSet, cfg: Config) -> ImageSet:
-    return split_train_test(images, cfg.data.split, cfg.data.test_fraction, cfg.data.split_seed)[1]
+    return split_train_test(
+        images, cfg.data.split, cfg.data.test_fraction, cfg.data.split_seed
+    )[1]
 
 
-def prepare_simulation(cfg: Config, root: Path, min_site_size: int = 10) -> SimulationLayout:
+def prepare_simulation(
+    cfg: Config, root: Path, min_site_size: int = 10
+) -> SimulationLayout:
     """Partition the configured data into sites and write their folders and keys.
 
     Reuses an existing layout (same site folders) so that keys and caches survive.
     """
     fed = cfg.federation
     images = load_images(cfg.data)
-    parts = partition_sites(images, fed.partition, fed.num_sites, fed.alpha, cfg.data.split_seed, min_site_size)
+    parts = partition_sites(
+        images,
+        fed.partition,
+        fed.num_sites,
+        fed.alpha,
+        cfg.data.split_seed,
+        min_site_size,
+    )
     if fed.sites is not None:
         unknown = sorted(set(fed.sites) - set(parts))
         if unknown:
-            raise ValueError(f"federation.sites names {unknown}; the partition has {sorted(parts)}")
+            raise ValueError(
+                f"federation.sites names {unknown}; the partition has {sorted(parts)}"
+            )
         parts = {k: v for k, v in parts.items() if k in fed.sites}
     keys_dir = root / "coordinator" / "site_keys"
     keys_dir.mkdir(parents=True, exist_ok=True)

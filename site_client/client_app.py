@@ -25,7 +25,6 @@ from .work import (
 )
 
 
-
 def _plain(value):
     """ConfigRecord lists come back as lists; everything else as is."""
     return list(value) if isinstance(value, (list, tuple)) else value
@@ -38,8 +37,10 @@ def _site_and_config(context: Context, defaults: dict):
 
 
 def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
-    """Build the ClientApp; ``run_config_defaults`` stand in for an empty run config
-    (in-process ``run_simulation`` has none).
+    """Build the ClientApp.
+
+    ``run_config_defaults`` stand in for an empty run config (in-process
+    ``run_simulation`` has none).
     """
     defaults = dict(run_config_defaults or {})
     app = ClientApp()
@@ -59,15 +60,21 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         site, cfg = _site_and_config(context, defaults)
         pkg, train_set = condense_site(site, cfg)
         decision = self_audit(site, cfg, pkg, train_set)
-        metrics = {**decision.metrics, "num-examples": len(train_set),
-                   "seconds": time.monotonic() - t0}
+        metrics = {
+            **decision.metrics,
+            "num-examples": len(train_set),
+            "seconds": time.monotonic() - t0,
+        }
         if not decision.allowed:
             return refusal_reply(msg, site.site_id, decision.reasons, metrics)
         return package_reply(msg, pkg, metrics)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        """Evaluate the received shared ViT on this site's test split; reply with metrics."""
+        """Evaluate the received shared ViT on this site's test split.
+
+        Reply with metrics.
+        """
         _, cfg = _site_and_config(context, defaults)
         config = msg.content["config"]
         vit_cfg = ViTConfig.model_validate_json(str(config["vit"]))
@@ -84,9 +91,15 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         if task != "fedavg":
             raise ValueError(f"unknown task {task!r}")
         sent = msg.content["arrays"]
-        state, n = train_local_vit(cfg, sent.to_torch_state_dict(), int(config["local-steps"]),
-                                   seed + int(config.get("server-round", 0)))
-        return baseline_model_reply(msg, sent, state, {"num-examples": n}, site.allow_baselines)
+        state, n = train_local_vit(
+            cfg,
+            sent.to_torch_state_dict(),
+            int(config["local-steps"]),
+            seed + int(config.get("server-round", 0)),
+        )
+        return baseline_model_reply(
+            msg, sent, state, {"num-examples": n}, site.allow_baselines
+        )
 
     @app.query("audit")
     def audit(msg: Message, context: Context) -> Message:

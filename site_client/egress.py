@@ -18,25 +18,52 @@ from medsynth_fl.package.io import expected_tensors, weights_sha256
 
 PACKAGE_CONFIG_KEYS = frozenset({"manifest", "signature", "site-id"})
 REFUSAL_CONFIG_KEYS = frozenset({"site-id", "reasons"})
-METRIC_KEYS = frozenset({
-    "num-examples", "seconds", "auc", "acc", "bal-acc",
-    "gate-allowed", "memorization-rate", "rejection-rate",
-})
-AUDIT_METRIC_SUFFIXES = ("/acc", "/auc", "/tpr@1fpr", "/tpr@0.1fpr", "/p1d", "/pixel", "/embed")
+METRIC_KEYS = frozenset(
+    {
+        "num-examples",
+        "seconds",
+        "auc",
+        "acc",
+        "bal-acc",
+        "gate-allowed",
+        "memorization-rate",
+        "rejection-rate",
+    }
+)
+AUDIT_METRIC_SUFFIXES = (
+    "/acc",
+    "/auc",
+    "/tpr@1fpr",
+    "/tpr@0.1fpr",
+    "/p1d",
+    "/pixel",
+    "/embed",
+)
 MAX_REASON_CHARS = 2000
 
 
 class EgressViolation(RuntimeError):
-    """Something other than a generator package or whitelisted metrics was about to leave."""
+    """Something not allowed was about to leave the site.
+
+    Only a generator package or whitelisted metrics may leave.
+    """
 
 
 def _check_metrics(metrics: dict[str, float]) -> MetricRecord:
     for key, value in metrics.items():
-        allowed = key in METRIC_KEYS or (key.startswith("audit/") and key.endswith(AUDIT_METRIC_SUFFIXES))
+        allowed = key in METRIC_KEYS or (
+            key.startswith("audit/") and key.endswith(AUDIT_METRIC_SUFFIXES)
+        )
         if not allowed:
             raise EgressViolation(f"metric {key!r} is not on the egress whitelist")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise EgressViolation(f"metric {key!r} must be one finite number, got {value!r}")
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise EgressViolation(
+                f"metric {key!r} must be one finite number, got {value!r}"
+            )
     return MetricRecord({k: float(v) for k, v in metrics.items()})
 
 
@@ -44,30 +71,44 @@ def _check_package(pkg: GeneratorPackage) -> ArrayRecord:
     expected = expected_tensors(pkg.manifest)
     if set(pkg.tensors) != set(expected):
         extra = sorted(set(pkg.tensors) - set(expected))
-        raise EgressViolation(f"package holds tensors outside the generator: {extra[:5]}")
+        raise EgressViolation(
+            f"package holds tensors outside the generator: {extra[:5]}"
+        )
     for name, tensor in pkg.tensors.items():
         if tuple(tensor.shape) != expected[name][0] or tensor.requires_grad:
-            raise EgressViolation(f"tensor {name!r} differs from the declared generator")
+            raise EgressViolation(
+                f"tensor {name!r} differs from the declared generator"
+            )
     if weights_sha256(pkg.tensors) != pkg.manifest.weights.sha256:
         raise EgressViolation("tensors do not match the signed manifest")
-    return ArrayRecord({k: Array(np.ascontiguousarray(v.numpy())) for k, v in pkg.tensors.items()})
+    return ArrayRecord(
+        {k: Array(np.ascontiguousarray(v.numpy())) for k, v in pkg.tensors.items()}
+    )
 
 
-def package_reply(msg: Message, pkg: GeneratorPackage, metrics: dict[str, float]) -> Message:
+def package_reply(
+    msg: Message, pkg: GeneratorPackage, metrics: dict[str, float]
+) -> Message:
     """Reply to a train request with the package and aggregate metrics only."""
-    content = RecordDict({
-        "generator": _check_package(pkg),
-        "package": ConfigRecord({
-            "manifest": pkg.manifest.canonical_bytes().decode(),
-            "signature": pkg.signature_b64,
-            "site-id": pkg.manifest.site_id,
-        }),
-        "metrics": _check_metrics(metrics),
-    })
+    content = RecordDict(
+        {
+            "generator": _check_package(pkg),
+            "package": ConfigRecord(
+                {
+                    "manifest": pkg.manifest.canonical_bytes().decode(),
+                    "signature": pkg.signature_b64,
+                    "site-id": pkg.manifest.site_id,
+                }
+            ),
+            "metrics": _check_metrics(metrics),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
-def refusal_reply(msg: Message, site_id: str, reasons: list[str], metrics: dict[str, float]) -> Message:
+def refusal_reply(
+    msg: Message, site_id: str, reasons: list[str], metrics: dict[str, float]
+) -> Message:
     """Reply to a train request when the site's release gate refused its generator.
 
     Carries the gate's reasons (attack names and AUCs, no data) and the audit's
@@ -76,15 +117,22 @@ def refusal_reply(msg: Message, site_id: str, reasons: list[str], metrics: dict[
     text = "; ".join(reasons)
     if len(text) > MAX_REASON_CHARS:
         raise EgressViolation("refusal reasons are too long to be aggregate metadata")
-    content = RecordDict({
-        "refusal": ConfigRecord({"site-id": site_id, "reasons": text}),
-        "metrics": _check_metrics(metrics),
-    })
+    content = RecordDict(
+        {
+            "refusal": ConfigRecord({"site-id": site_id, "reasons": text}),
+            "metrics": _check_metrics(metrics),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
-def baseline_model_reply(msg: Message, sent: ArrayRecord, state: dict, metrics: dict[str, float],
-                         allowed: bool) -> Message:
+def baseline_model_reply(
+    msg: Message,
+    sent: ArrayRecord,
+    state: dict,
+    metrics: dict[str, float],
+    allowed: bool,
+) -> Message:
     """FedAvg baseline only: return the classifier the coordinator sent, updated.
 
     This is the one path on which a model trained on patient images leaves a
@@ -92,15 +140,30 @@ def baseline_model_reply(msg: Message, sent: ArrayRecord, state: dict, metrics: 
     reply must hold exactly the tensors it received, with the same shapes.
     """
     if not allowed:
-        raise EgressViolation("this site has not opted in to baselines that ship a classifier "
-                              "(node config allow-baselines=true)")
-    if set(state) != set(sent) or any(tuple(state[k].shape) != tuple(sent[k].shape) for k in sent):
-        raise EgressViolation("the updated model differs from the model the coordinator sent")
-    arrays = ArrayRecord({k: Array(np.ascontiguousarray(v.detach().cpu().numpy())) for k, v in state.items()})
-    return Message(RecordDict({"arrays": arrays, "metrics": _check_metrics(metrics)}), reply_to=msg)
+        raise EgressViolation(
+            "this site has not opted in to baselines that ship a classifier "
+            "(node config allow-baselines=true)"
+        )
+    if set(state) != set(sent) or any(
+        tuple(state[k].shape) != tuple(sent[k].shape) for k in sent
+    ):
+        raise EgressViolation(
+            "the updated model differs from the model the coordinator sent"
+        )
+    arrays = ArrayRecord(
+        {
+            k: Array(np.ascontiguousarray(v.detach().cpu().numpy()))
+            for k, v in state.items()
+        }
+    )
+    return Message(
+        RecordDict({"arrays": arrays, "metrics": _check_metrics(metrics)}), reply_to=msg
+    )
 
 
 def metrics_reply(msg: Message, metrics: dict[str, float]) -> Message:
-    """Reply with aggregate metrics only (evaluation, audits, a refusal's reasons in logs)."""
-    return Message(RecordDict({"metrics": _check_metrics(metrics)}), reply_to=msg)
+    """Reply with aggregate metrics only.
 
+    For evaluation, audits, a refusal's reasons in logs.
+    """
+    return Message(RecordDict({"metrics": _check_metrics(metrics)}), reply_to=msg)

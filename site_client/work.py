@@ -1,6 +1,8 @@
-"""What a hospital's node does, without Flower: find its data and key, condense
-(in-process or under torchrun on its GPUs), reuse a package it already made,
-and evaluate a received shared ViT on its local test split.
+"""What a hospital's node does, without Flower.
+
+Find its data and key, condense (in-process or under torchrun on its GPUs), reuse
+a package it already made, and evaluate a received shared ViT on its local test
+split.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from medsynth_fl.config import Config, ViTConfig
 from medsynth_fl.data import data_overrides, load_train_test
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
-from medsynth_fl.models.vit import build_vit
 from medsynth_fl.models.registry import load_critic
+from medsynth_fl.models.vit import build_vit
 from medsynth_fl.package import GeneratorPackage, load_private_key, read_package
 from medsynth_fl.privacy import (
     AttackModels,
@@ -56,7 +58,10 @@ class SiteSetup:
 
     def config_overrides(self) -> list[str]:
         """Config overrides that point the data and package sections at this site."""
-        return [*data_overrides(self.data_path), f"package.site_id={json.dumps(self.site_id)}"]
+        return [
+            *data_overrides(self.data_path),
+            f"package.site_id={json.dumps(self.site_id)}",
+        ]
 
 
 def site_from_node_config(node_config: dict, run_config: dict) -> SiteSetup:
@@ -81,15 +86,28 @@ def site_from_node_config(node_config: dict, run_config: dict) -> SiteSetup:
             allow_baselines=bool(node_config.get("allow-baselines", False)),
         )
     if "partition-id" in node_config and "sim-sites-dir" in run_config:
-        sites = sorted(p for p in Path(str(run_config["sim-sites-dir"])).iterdir() if p.is_dir())
+        sites = sorted(
+            p for p in Path(str(run_config["sim-sites-dir"])).iterdir() if p.is_dir()
+        )
         index = int(node_config["partition-id"])
         if index >= len(sites):
-            raise SiteSetupError(f"partition {index} has no site folder ({len(sites)} prepared)")
+            raise SiteSetupError(
+                f"partition {index} has no site folder ({len(sites)} prepared)"
+            )
         folder = sites[index]
         # A simulated site's own node settings (what a deployed node config says).
-        node = json.loads((folder / "node.json").read_text()) if (folder / "node.json").is_file() else {}
-        return SiteSetup(folder.name, str(folder / "data.npz"), folder / "site.pem", folder / "work",
-                         allow_baselines=bool(node.get("allow-baselines", False)))
+        node = (
+            json.loads((folder / "node.json").read_text())
+            if (folder / "node.json").is_file()
+            else {}
+        )
+        return SiteSetup(
+            folder.name,
+            str(folder / "data.npz"),
+            folder / "site.pem",
+            folder / "work",
+            allow_baselines=bool(node.get("allow-baselines", False)),
+        )
     raise SiteSetupError(
         "cannot tell which site this node is: set node config data-path, site-id and "
         "site-key (deployment) or run config sim-sites-dir (simulation)"
@@ -132,10 +150,23 @@ def run_torchrun(site: SiteSetup, cfg: Config, work: Path) -> None:
     config_path = work / "resolved_config.yaml"
     config_path.write_text(cfg.to_yaml())
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={site.num_gpus}", "-m", "medsynth_fl.cli", "condense",
-        "--config", str(config_path), "--out", str(work), "--key", str(site.key_path),
-        "--resume", "--device", "cuda",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={site.num_gpus}",
+        "-m",
+        "medsynth_fl.cli",
+        "condense",
+        "--config",
+        str(config_path),
+        "--out",
+        str(work),
+        "--key",
+        str(site.key_path),
+        "--resume",
+        "--device",
+        "cuda",
     ]
     log.info("site %s: %s", site.site_id, " ".join(cmd))
     subprocess.run(cmd, check=True, env=dict(os.environ))
@@ -150,7 +181,9 @@ class ReleaseDecision:
     metrics: dict[str, float]
 
 
-def self_audit(site: SiteSetup, cfg: Config, pkg: GeneratorPackage, train: ImageSet) -> ReleaseDecision:
+def self_audit(
+    site: SiteSetup, cfg: Config, pkg: GeneratorPackage, train: ImageSet
+) -> ReleaseDecision:
     """Audit the generator with the site's own critic and images; apply the gate.
 
     White-box LOGAN (the critic never leaves the site), the distance attacks
@@ -165,29 +198,59 @@ def self_audit(site: SiteSetup, cfg: Config, pkg: GeneratorPackage, train: Image
     _, test = load_train_test(cfg.data)
     generator = pkg.build_generator()
     m = pkg.manifest
-    models = build_reference_attacks(generator, list(m.class_names), list(m.classes_present), cfg.audit, cfg.training.seed)
+    models = build_reference_attacks(
+        generator,
+        list(m.class_names),
+        list(m.classes_present),
+        cfg.audit,
+        cfg.training.seed,
+    )
     critic = load_critic(work / "site_local" / "critic.safetensors")
-    report = run_audit(train, test, models, critic=critic, max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    report = run_audit(
+        train,
+        test,
+        models,
+        critic=critic,
+        max_candidates=cfg.audit.max_candidates,
+        seed=cfg.training.seed,
+    )
     gate = release_gate(report, cfg.audit.max_auc)
     write_report_json(report, work / "release_audit.json", gate)
-    metrics = {**audit_metrics(report), "gate-allowed": float(gate.allowed),
-               "memorization-rate": float(report.memorization.get("pixel", 0.0))}
+    metrics = {
+        **audit_metrics(report),
+        "gate-allowed": float(gate.allowed),
+        "memorization-rate": float(report.memorization.get("pixel", 0.0)),
+    }
     if not gate.allowed:
-        log.warning("site %s: release refused by its gate: %s", site.site_id, "; ".join(gate.reasons))
+        log.warning(
+            "site %s: release refused by its gate: %s",
+            site.site_id,
+            "; ".join(gate.reasons),
+        )
     decision = ReleaseDecision(gate.allowed, list(gate.reasons), metrics)
     cached.write_text(json.dumps(dataclasses.asdict(decision)))
     return decision
 
 
-def audit_for_coordinator(site: SiteSetup, cfg: Config, arrays: dict, meta: dict) -> dict[str, float]:
-    """Score this site's members and non-members with the coordinator's attack
-    models (built from the generator alone); return aggregate metrics only.
+def audit_for_coordinator(
+    site: SiteSetup, cfg: Config, arrays: dict, meta: dict
+) -> dict[str, float]:
+    """Score this site's members and non-members with the coordinator's attacks.
+
+    The attack models are built from the generator alone; return aggregate
+    metrics only.
     """
     train, test = load_train_test(cfg.data)
     work = site.work_dir / cfg.digest()
     pkg = read_package(work / PACKAGE_NAME, max_bytes=cfg.package.max_bytes)
     models = AttackModels.from_state(arrays, meta, pkg.build_generator())
-    report = run_audit(train, test, models, max_candidates=cfg.audit.max_candidates, seed=cfg.training.seed)
+    report = run_audit(
+        train,
+        test,
+        models,
+        max_candidates=cfg.audit.max_candidates,
+        seed=cfg.training.seed,
+    )
     write_report_json(report, work / "federated_audit.json")
     return audit_metrics(report)
 
@@ -202,7 +265,9 @@ def evaluate_shared_vit(
     return evaluate_classifier(model, test)
 
 
-def train_local_vit(cfg: Config, state: dict[str, torch.Tensor] | None, steps: int, seed: int) -> tuple[dict[str, torch.Tensor], int]:
+def train_local_vit(
+    cfg: Config, state: dict[str, torch.Tensor] | None, steps: int, seed: int
+) -> tuple[dict[str, torch.Tensor], int]:
     """Train the classifier ViT on this site's images for ``steps`` steps.
 
     From ``state`` (a FedAvg round) or from scratch (local-only baseline).
@@ -211,7 +276,9 @@ def train_local_vit(cfg: Config, state: dict[str, torch.Tensor] | None, steps: i
     train, _ = load_train_test(cfg.data)
     torch.manual_seed(seed)
     train_cfg = cfg.classifier.model_copy(update={"steps": steps, "epochs": None})
-    trainer = ClassifierTrainer(train_cfg, len(train.class_names), DistInfo(), len(train))
+    trainer = ClassifierTrainer(
+        train_cfg, len(train.class_names), DistInfo(), len(train)
+    )
     if state is not None:
         trainer.model.load_state_dict(state, strict=True)
     model = trainer.fit(train, LoopContext(seed=seed), stage="local")
@@ -221,4 +288,6 @@ def train_local_vit(cfg: Config, state: dict[str, torch.Tensor] | None, steps: i
 def local_only_metrics(cfg: Config, seed: int) -> dict[str, float]:
     """Local-only baseline: train on this site's images, test on its own test split."""
     state, _ = train_local_vit(cfg, None, cfg.classifier.steps, seed)
-    return evaluate_shared_vit(cfg.classifier.vit, state, len(cfg.data.classes), cfg).as_record()
+    return evaluate_shared_vit(
+        cfg.classifier.vit, state, len(cfg.data.classes), cfg
+    ).as_record()

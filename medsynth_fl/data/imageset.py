@@ -64,7 +64,10 @@ class ImageSet:
 
     @staticmethod
     def concat(parts: list[ImageSet]) -> ImageSet:
-        """Join image sets with the same class names (metadata kept where all have it)."""
+        """Join image sets with the same class names.
+
+        Metadata is kept where all have it.
+        """
         if not parts:
             raise ValueError("nothing to concatenate")
         names = parts[0].class_names

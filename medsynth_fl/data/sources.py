@@ -20,8 +20,10 @@ Split = Literal["train", "test", "all"]
 
 
 def infer_source(path: str) -> Source:
-    """Tell the kind of a data path: ``embedded``, an ``.npz`` image set, a shards
-    folder (``isic_*_part*.npz``) or an ISIC 2019 folder.
+    """Tell the kind of a data path.
+
+    One of ``embedded``, an ``.npz`` image set, a shards folder
+    (``isic_*_part*.npz``) or an ISIC 2019 folder.
     """
     if path == "embedded":
         return "embedded"

@@ -50,6 +50,7 @@ class SelfAttention2d(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` plus the ``gamma``-weighted self-attention output."""
         n, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # N×HW×C'
         k = self.key(x).flatten(2).transpose(1, 2)
@@ -71,6 +72,7 @@ class ResidualAttentionBlock(nn.Module):
         self.attention = SelfAttention2d(channels, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the self-attention of ``x`` plus the residual body's output."""
         return self.attention(x + self.body(x))
 
 
@@ -96,6 +98,7 @@ class MaskBlend(nn.Module):
     def forward(
         self, canvas: torch.Tensor, image: torch.Tensor, mask_logit: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the blended image ``s`` and the mask ``a``."""
         a = torch.sigmoid(mask_logit)
         return a * canvas + (1 - a) * image, a
 
@@ -106,6 +109,7 @@ class NoBlend(nn.Module):
     def forward(
         self, canvas: torch.Tensor, image: torch.Tensor, mask_logit: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the generated image ``g`` and an all-zero mask."""
         return image, torch.zeros_like(mask_logit)
 
 

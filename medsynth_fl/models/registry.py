@@ -43,7 +43,9 @@ def build_generator(arch: str, kwargs: dict[str, Any]) -> nn.Module:
     return GENERATORS[arch](**kwargs)
 
 
-def critic_kwargs(cfg: CriticConfig, image_size: int, num_classes: int) -> dict[str, Any]:
+def critic_kwargs(
+    cfg: CriticConfig, image_size: int, num_classes: int
+) -> dict[str, Any]:
     """Constructor keyword arguments of the critic."""
     return {
         "image_size": image_size,
@@ -74,7 +76,9 @@ def load_critic(path: Path) -> Critic:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         if "critic_kwargs" not in meta:
-            raise ValueError(f"{path} is not a critic written by medsynth-fl (no critic_kwargs)")
+            raise ValueError(
+                f"{path} is not a critic written by medsynth-fl (no critic_kwargs)"
+            )
         critic = Critic(**json.loads(meta["critic_kwargs"]))
         critic.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     return critic.eval()

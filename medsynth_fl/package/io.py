@@ -77,7 +77,10 @@ class GeneratorPackage:
 
 
 def weights_sha256(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> str:
-    """Canonical digest of named tensors: name, dtype, shape and bytes, by sorted name."""
+    """Canonical digest of named tensors.
+
+    It covers name, dtype, shape and bytes, by sorted name.
+    """
     h = hashlib.sha256()
     for name in sorted(tensors):
         arr = np.ascontiguousarray(_to_numpy(tensors[name]))
@@ -131,7 +134,10 @@ def create_package(
 
 
 def write_package(pkg: GeneratorPackage, path: Path) -> Path:
-    """Write ``pkg`` as one safetensors file with the manifest and signature in its header."""
+    """Write ``pkg`` as one safetensors file.
+
+    The manifest and signature are in its header.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         META_MANIFEST: pkg.manifest.canonical_bytes().decode(),
@@ -215,7 +221,10 @@ def _check_signature(manifest: Manifest, signature: bytes, trusted: KeyRing) -> 
 def expected_tensors(
     manifest: Manifest,
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Names, shapes and dtypes the declared architecture has (built on the meta device)."""
+    """Names, shapes and dtypes the declared architecture has.
+
+    The architecture is built on the meta device.
+    """
     arch = manifest.architecture
     try:
         with torch.device("meta"):
@@ -254,8 +263,9 @@ def verify_package(
     trusted: KeyRing | None,
     max_bytes: int,
 ) -> GeneratorPackage:
-    """Verify the three parts of a package, in order: size, schema, signature,
-    architecture (names, shapes, dtypes), weights hash.
+    """Verify the three parts of a package, in order.
+
+    Size, schema, signature, architecture (names, shapes, dtypes), weights hash.
     """
     n_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
     if n_bytes + len(manifest_json) > max_bytes:

@@ -86,7 +86,10 @@ class Manifest(_Strict):
         return self
 
     def canonical_bytes(self) -> bytes:
-        """Deterministic JSON bytes: what the site signs and the coordinator verifies."""
+        """Deterministic JSON bytes.
+
+        They are what the site signs and the coordinator verifies.
+        """
         return canonical_json(self.model_dump(mode="json"))
 
 
@@ -113,7 +116,8 @@ def parse_manifest(raw: str | bytes) -> Manifest:
         )
     if data.get("format_version") != FORMAT_VERSION:
         raise UnsupportedFormat(
-            f"format_version {data.get('format_version')!r}; this release reads {FORMAT_VERSION}"
+            f"format_version {data.get('format_version')!r}; "
+            f"this release reads {FORMAT_VERSION}"
         )
     try:
         return Manifest.model_validate(data)

@@ -21,7 +21,10 @@ class SiteKeyError(ValueError):
 def generate_site_key(
     private_path: Path, public_path: Path | None = None
 ) -> Ed25519PrivateKey:
-    """Create a new Ed25519 key pair; the private key file is readable by its owner only."""
+    """Create a new Ed25519 key pair.
+
+    The private key file is readable by its owner only.
+    """
     key = Ed25519PrivateKey.generate()
     private_path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(

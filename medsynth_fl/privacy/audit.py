@@ -93,7 +93,9 @@ def build_reference_attacks(
         encoder_pixel=None,
         encoder_feature=None,
         generated=generated,
-        generated_embeddings=embeddings(feature_net.embed, x_gen, cfg.batch_size, device),
+        generated_embeddings=embeddings(
+            feature_net.embed, x_gen, cfg.batch_size, device
+        ),
         density_k=cfg.density_k,
         seed=seed,
     )

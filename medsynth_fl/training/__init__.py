@@ -1,1 +1,4 @@
-"""Training phases of MedSynth: phase I (WGAN-GP), the ViT teacher, phase II, and the loop."""
+"""Training phases of MedSynth.
+
+Phase I (WGAN-GP), the ViT teacher, phase II, and the loop.
+"""

@@ -56,7 +56,10 @@ class BatchSampler:
 
 
 def dihedral_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random flip and 90° rotation per image: dermoscopy has no canonical orientation."""
+    """Random flip and 90° rotation per image.
+
+    Dermoscopy has no canonical orientation.
+    """
     flips = rng.integers(0, 2, size=len(x))
     rots = rng.integers(0, 4, size=len(x))
     out = x.clone()

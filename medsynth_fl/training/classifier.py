@@ -20,7 +20,10 @@ from .loop import LoopContext, run_stage
 def make_optimizer(
     model: nn.Module, cfg: ClassifierTrainConfig
 ) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9 (seed 000's lr 0.01 for LoRA) or AdamW, on trainable params."""
+    """SGD with momentum 0.9 or AdamW, on trainable params.
+
+    For SGD, seed 000's lr is 0.01 for LoRA.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -81,7 +84,13 @@ class ClassifierTrainer:
     steps when the config counts in epochs.
     """
 
-    def __init__(self, cfg: ClassifierTrainConfig, num_classes: int, info: DistInfo, n_images: int):
+    def __init__(
+        self,
+        cfg: ClassifierTrainConfig,
+        num_classes: int,
+        info: DistInfo,
+        n_images: int,
+    ):
         self.cfg = cfg
         self.info = info
         self.steps = total_steps(cfg, n_images, info.world_size)

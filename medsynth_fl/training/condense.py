@@ -100,9 +100,13 @@ class Condenser:
         self.teacher = ClassifierTrainer(cfg.teacher, k, self.info, len(train))
         world = self.info.world_size
         self.steps = {
-            "phase1": epoch_steps(cfg.phase1.epochs, len(train), cfg.phase1.batch_size, world),
+            "phase1": epoch_steps(
+                cfg.phase1.epochs, len(train), cfg.phase1.batch_size, world
+            ),
             "teacher": self.teacher.steps,
-            "phase2": epoch_steps(cfg.phase2.epochs, len(train), cfg.phase2.batch_size, world),
+            "phase2": epoch_steps(
+                cfg.phase2.epochs, len(train), cfg.phase2.batch_size, world
+            ),
         }
         self.x, self.y = train.to_tensors()
         self.seconds = {s: 0.0 for s in STAGES}
@@ -167,7 +171,14 @@ class Condenser:
             self.steps["phase1"],
             start,
             lambda i, r, g: phase1_step(
-                self.gan, sampler, r, g, p1.batch_size, p1.n_critic, p1.lambda_gp, p1.augment
+                self.gan,
+                sampler,
+                r,
+                g,
+                p1.batch_size,
+                p1.n_critic,
+                p1.lambda_gp,
+                p1.augment,
             ),
         )
 
@@ -230,9 +241,13 @@ class Condenser:
         local = self.out_dir / "site_local"
         local.mkdir(parents=True, exist_ok=True)
         critic = unwrap(self.gan.critic)
-        kwargs = critic_kwargs(self.cfg.critic, self.train.image_size, len(self.train.class_names))
+        kwargs = critic_kwargs(
+            self.cfg.critic, self.train.image_size, len(self.train.class_names)
+        )
         save_critic(critic, kwargs, local / "critic.safetensors")
-        teacher = {k: v.contiguous() for k, v in self.teacher.model.state_dict().items()}
+        teacher = {
+            k: v.contiguous() for k, v in self.teacher.model.state_dict().items()
+        }
         save_file(teacher, local / "teacher.safetensors")
 
     def run(self, resume: bool = False) -> CondenseResult:

@@ -97,7 +97,10 @@ def mean_over_ranks(info: DistInfo, values: dict[str, float]) -> dict[str, float
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
-    """Wrap ``model`` in DistributedDataParallel when distributed (once), else return it."""
+    """Wrap ``model`` in DistributedDataParallel when distributed, else return it.
+
+    A model is wrapped once only.
+    """
     if not info.enabled or isinstance(model, DistributedDataParallel):
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None

@@ -1,5 +1,7 @@
-"""One place for training output: a rich progress bar with the losses, log lines,
-and a JSON-lines file of hierarchical metrics (``loss/critic/gp`` …).
+"""One place for training output.
+
+A rich progress bar with the losses, log lines, and a JSON-lines file of
+hierarchical metrics (``loss/critic/gp`` …).
 
 Only the primary process reports; other ranks get a silent reporter.
 """

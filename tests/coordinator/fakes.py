@@ -16,8 +16,13 @@ from flwr.supercore.task_identity import TaskIdentity
 
 
 class InProcessGrid(Grid):
-    def __init__(self, client_app: ClientApp, node_configs: dict[int, dict], run_config: dict,
-                 unreachable: set[int] = frozenset()):
+    def __init__(
+        self,
+        client_app: ClientApp,
+        node_configs: dict[int, dict],
+        run_config: dict,
+        unreachable: set[int] = frozenset(),
+    ):
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
         self.client_app = client_app
         self.node_configs = node_configs
@@ -35,7 +40,12 @@ class InProcessGrid(Grid):
         return self._run
 
     def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+        return Message(
+            content,
+            dst_node_id=dst_node_id,
+            message_type=message_type,
+            group_id=group_id,
+        )
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.node_configs)
@@ -56,12 +66,21 @@ class InProcessGrid(Grid):
             node = msg.metadata.dst_node_id
             if node in self.unreachable:
                 continue
-            ctx = Context(run_id=1, node_id=node, node_config=self.node_configs[node],
-                          state=RecordDict(), run_config=self.run_config)
+            ctx = Context(
+                run_id=1,
+                node_id=node,
+                node_config=self.node_configs[node],
+                state=RecordDict(),
+                run_config=self.run_config,
+            )
             try:
                 reply = self.client_app(msg, ctx)
-            except Exception as exc:  # a ClientApp exception becomes an error reply, as in Flower
-                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+            except (
+                Exception
+            ) as exc:  # a ClientApp exception becomes an error reply, as in Flower
+                reply = Message(
+                    Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg
+                )
             self.replies.append(reply)
             out.append(reply)
         return out

@@ -1,4 +1,7 @@
-"""Release gate, federated audit, quarantine, and the baselines, over an in-process grid."""
+"""Release gate, federated audit, quarantine, and the baselines.
+
+All over an in-process grid.
+"""
 
 import json
 
@@ -24,22 +27,35 @@ def test_every_accepted_generator_is_audited_at_its_site(run_config):
     assert len(audits) == 4
     for metrics in audits.values():
         # generator-only attacks, scored by the site on its own members/non-members
-        assert {"audit/logan_bb/auc", "audit/recovery_pixel/auc", "audit/nn_embed/auc"} <= set(metrics)
-        assert "audit/logan_wb/auc" not in metrics  # white-box needs the critic: site-only
+        assert {
+            "audit/logan_bb/auc",
+            "audit/recovery_pixel/auc",
+            "audit/nn_embed/auc",
+        } <= set(metrics)
+        assert (
+            "audit/logan_wb/auc" not in metrics
+        )  # white-box needs the critic: site-only
     sites = {s["site_id"]: s for s in summary["sites"]}
     assert all(s["status"] == "accepted" for s in sites.values())
 
 
 def test_site_release_gate_withholds_a_generator_and_says_why(run_config, tmp_path):
-    strict = dict(run_config, **{"audit.max-auc": 0.5001, "store-dir": str(tmp_path / "strict")})
+    strict = dict(
+        run_config, **{"audit.max-auc": 0.5001, "store-dir": str(tmp_path / "strict")}
+    )
     with pytest.raises(rounds.NotEnoughSites):
         run_coordinator(make_grid(strict), strict, flower_run_id=1)
     refused = RunStore(tmp_path / "strict", "test-run").sites("rejected")
     assert refused
-    assert all("withheld by the site's release gate" in r.reason and "AUC" in r.reason for r in refused)
+    assert all(
+        "withheld by the site's release gate" in r.reason and "AUC" in r.reason
+        for r in refused
+    )
 
 
-def test_a_leaking_generator_is_quarantined_and_the_round_goes_on(run_config, monkeypatch):
+def test_a_leaking_generator_is_quarantined_and_the_round_goes_on(
+    run_config, monkeypatch
+):
     real = client_module.audit_for_coordinator
 
     def leaky_at_one_site(site, cfg, arrays, meta):
@@ -51,14 +67,21 @@ def test_a_leaking_generator_is_quarantined_and_the_round_goes_on(run_config, mo
     monkeypatch.setattr(client_module, "audit_for_coordinator", leaky_at_one_site)
     summary = run_coordinator(make_grid(run_config), run_config, flower_run_id=1)
     status = {s["site_id"]: (s["status"], s["reason"]) for s in summary["sites"]}
-    assert status["HAM_rosendahl"][0] == "quarantined" and "logan_bb" in status["HAM_rosendahl"][1]
+    assert (
+        status["HAM_rosendahl"][0] == "quarantined"
+        and "logan_bb" in status["HAM_rosendahl"][1]
+    )
     store = RunStore(run_config["store-dir"], "test-run")
     condensed = sorted(p.stem for p in (store.dir / "condensed").glob("*.npz"))
     assert "HAM_rosendahl" not in condensed and len(condensed) == 3
 
 
 def test_fedavg_baseline_needs_the_sites_opt_in(run_config, tiny_federation):
-    fed = dict(run_config, mode="fedavg", **{"federation.baseline-rounds": 2, "federation.baseline-local-steps": 2})
+    fed = dict(
+        run_config,
+        mode="fedavg",
+        **{"federation.baseline-rounds": 2, "federation.baseline-local-steps": 2},
+    )
     sites = tiny_federation.sites_dir
     try:
         for folder in sites.iterdir():

@@ -1,4 +1,7 @@
-"""The MedSynth round end to end over an in-process grid: persistence, resume, failures."""
+"""The MedSynth round end to end over an in-process grid.
+
+Persistence, resume, failures.
+"""
 
 import json
 
@@ -33,7 +36,10 @@ def test_round_collects_verifies_samples_trains_and_evaluates(run_config):
     # A site without AK/SCC images ships a generator that declares them absent,
     # and the coordinator samples only what is present.
     molemax = next(s for s in accepted if s["site_id"] == "HAM_vidir_molemax")
-    assert "AK" not in molemax["classes_present"] and "SCC" not in molemax["classes_present"]
+    assert (
+        "AK" not in molemax["classes_present"]
+        and "SCC" not in molemax["classes_present"]
+    )
     store = RunStore(run_config["store-dir"], "test-run")
     condensed = np.load(store.dir / "condensed" / "HAM_vidir_molemax.npz")
     assert len(condensed["labels"]) == 4 * len(molemax["classes_present"])
@@ -41,7 +47,9 @@ def test_round_collects_verifies_samples_trains_and_evaluates(run_config):
     assert all(s["bytes_received"] > 0 for s in accepted)
 
 
-def test_restart_after_a_kill_while_recording_packages_asks_only_the_missing_sites(run_config, monkeypatch):
+def test_restart_after_a_kill_while_recording_packages_asks_only_the_missing_sites(
+    run_config, monkeypatch
+):
     calls = {"n": 0}
     original = RunStore.record_site
 
@@ -61,12 +69,18 @@ def test_restart_after_a_kill_while_recording_packages_asks_only_the_missing_sit
     grid = make_grid(run_config)
     summary = run_coordinator(grid, run_config, flower_run_id=1)
     asked = {m.metadata.dst_node_id for m in grid.sent_of_type("train")}
-    assert asked == set(grid.node_configs) - delivered  # verified packages are not requested again
+    assert (
+        asked == set(grid.node_configs) - delivered
+    )  # verified packages are not requested again
     assert len([s for s in summary["sites"] if s["status"] == "accepted"]) == 4
 
 
-def test_restart_mid_training_resumes_the_shared_vit_and_matches(run_config, tmp_path, monkeypatch):
-    reference_cfg = dict(run_config, **{"store-dir": str(tmp_path / "ref"), "run-id": "ref"})
+def test_restart_mid_training_resumes_the_shared_vit_and_matches(
+    run_config, tmp_path, monkeypatch
+):
+    reference_cfg = dict(
+        run_config, **{"store-dir": str(tmp_path / "ref"), "run-id": "ref"}
+    )
     ref = run_coordinator(make_grid(reference_cfg), reference_cfg, flower_run_id=1)
 
     from medsynth_fl.training import classifier
@@ -102,22 +116,35 @@ def garbage_app() -> ClientApp:
 
     @app.train()
     def train(msg, context):
-        return Message(RecordDict({
-            "generator": ArrayRecord({"w": Array(np.zeros((3, 64, 64), np.float32))}),
-            "package": ConfigRecord({"manifest": "{}", "signature": "AAAA"}),
-        }), reply_to=msg)
+        return Message(
+            RecordDict(
+                {
+                    "generator": ArrayRecord(
+                        {"w": Array(np.zeros((3, 64, 64), np.float32))}
+                    ),
+                    "package": ConfigRecord({"manifest": "{}", "signature": "AAAA"}),
+                }
+            ),
+            reply_to=msg,
+        )
 
     return app
 
 
-def test_garbage_reply_is_refused_with_a_reason_and_too_few_sites_stop_cleanly(run_config):
+def test_garbage_reply_is_refused_with_a_reason_and_too_few_sites_stop_cleanly(
+    run_config,
+):
     nodes = {100: {"partition-id": 0}, 101: {"partition-id": 1}}
     grid = InProcessGrid(create_client_app(run_config), nodes, run_config)
     bad = garbage_app()
     real = grid.client_app
-    grid.client_app = lambda msg, ctx: (bad if msg.metadata.dst_node_id == 101 else real)(msg, ctx)
+    grid.client_app = lambda msg, ctx: (
+        bad if msg.metadata.dst_node_id == 101 else real
+    )(msg, ctx)
     with pytest.raises(rounds.NotEnoughSites, match="1 verified package"):
-        run_coordinator(grid, dict(run_config, **{"federation.min-sites": 2}), flower_run_id=1)
+        run_coordinator(
+            grid, dict(run_config, **{"federation.min-sites": 2}), flower_run_id=1
+        )
     store = RunStore(run_config["store-dir"], "test-run")
     refused = store.sites("rejected")
     assert [r.node_id for r in refused] == [101]
@@ -134,7 +161,7 @@ def test_site_failure_becomes_an_error_reply_not_a_crash(run_config):
 
 
 def test_config_naming_an_unknown_site_is_an_error(run_config):
-    cfg = dict(run_config, **{"federation.sites": "[\"HAM_rosendahl\", \"St_Nowhere\"]"})
+    cfg = dict(run_config, **{"federation.sites": '["HAM_rosendahl", "St_Nowhere"]'})
     with pytest.raises(ConfigError, match="St_Nowhere"):
         run_coordinator(make_grid(run_config), cfg, flower_run_id=1)
 

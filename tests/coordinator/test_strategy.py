@@ -1,7 +1,5 @@
 """Known-answer tests of package verification on fake replies (no Flower runtime)."""
 
-import base64
-
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDict
@@ -23,12 +21,16 @@ def setup(tmp_path):
 
 
 def reply_from(node, content):
-    req = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="train")
+    req = Message(
+        RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="train"
+    )
     return Message(content, reply_to=req)
 
 
 def good(node, key, site):
-    req = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="train")
+    req = Message(
+        RecordDict({"config": ConfigRecord({})}), dst_node_id=node, message_type="train"
+    )
     return package_reply(req, make_package(key, site_id=site)[1], {"num-examples": 5})
 
 
@@ -42,9 +44,21 @@ def test_accepts_valid_and_names_each_refusal(setup, tmp_path):
         good(1, keys["site-a"], "site-a"),
         good(2, stranger, "site-b"),  # site-b's name, someone else's key
         tampered,
-        reply_from(4, RecordDict({"generator": ArrayRecord({"x": Array(np.zeros(2))}),
-                                  "package": ConfigRecord({"manifest": "not json", "signature": "AA=="})})),
-        Message(Error(code=1, reason="site crashed"), reply_to=Message(RecordDict(), dst_node_id=5, message_type="train")),
+        reply_from(
+            4,
+            RecordDict(
+                {
+                    "generator": ArrayRecord({"x": Array(np.zeros(2))}),
+                    "package": ConfigRecord(
+                        {"manifest": "not json", "signature": "AA=="}
+                    ),
+                }
+            ),
+        ),
+        Message(
+            Error(code=1, reason="site crashed"),
+            reply_to=Message(RecordDict(), dst_node_id=5, message_type="train"),
+        ),
         good(6, keys["site-a"], "site-a"),  # a second package for site-a
     ]
     out = strategy.aggregate_train_outcome(replies)
@@ -59,7 +73,9 @@ def test_accepts_valid_and_names_each_refusal(setup, tmp_path):
 
 def test_oversized_package_is_refused(setup):
     keys, _ = setup
-    strategy = MedSynthStrategy(KeyRing.single(keys["site-a"].public_key()), max_package_bytes=2048, min_sites=1)
+    strategy = MedSynthStrategy(
+        KeyRing.single(keys["site-a"].public_key()), max_package_bytes=2048, min_sites=1
+    )
     out = strategy.aggregate_train_outcome([good(1, keys["site-a"], "site-a")])
     assert not out.accepted and "oversized" in out.refused[0].reason
 

@@ -164,7 +164,10 @@ def test_unregistered_site_is_refused(signed, tmp_path):
 
 
 def test_extra_tensor_is_refused_even_if_resigned(tmp_path, site_key):
-    """A site that tries to ship its critic alongside: names must match the architecture."""
+    """A site that tries to ship its critic alongside.
+
+    Names must match the architecture.
+    """
     key, _ = site_key
     g, pkg = make_package(key)
     tensors = dict(pkg.tensors, **{"critic.fc1.weight": torch.zeros(2, 2)})

@@ -57,9 +57,14 @@ class RecordingGrid(Grid):
 
 @pytest.mark.flower
 @pytest.mark.slow
-def test_simulation_sites_send_only_generator_weights_and_metrics(tmp_path, monkeypatch):
+def test_simulation_sites_send_only_generator_weights_and_metrics(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmpdir()))  # AF_UNIX paths ≤ 107 bytes
-    cfg = load_config("tiny", ["data.empty_class=skip", "federation.sites=[HAM_rosendahl, HAM_vidir_modern]"])
+    cfg = load_config(
+        "tiny",
+        ["data.empty_class=skip", "federation.sites=[HAM_rosendahl, HAM_vidir_modern]"],
+    )
     layout = prepare_simulation(cfg, tmp_path / "sim")
     rc = layout.run_config("tiny", **{"data.empty-class": "skip", "run-id": "sim"})
     recorders = []
@@ -68,8 +73,15 @@ def test_simulation_sites_send_only_generator_weights_and_metrics(tmp_path, monk
         recorders.append(RecordingGrid(grid))
         return recorders[-1]
 
-    run_simulation(create_server_app(rc, wrap_grid=wrap), create_client_app(rc), num_supernodes=2,
-                   backend_config={"client_resources": {"num_cpus": 2}, "init_args": {"num_cpus": 2}})
+    run_simulation(
+        create_server_app(rc, wrap_grid=wrap),
+        create_client_app(rc),
+        num_supernodes=2,
+        backend_config={
+            "client_resources": {"num_cpus": 2},
+            "init_args": {"num_cpus": 2},
+        },
+    )
     received = recorders[0].received
     assert len(received) == 4  # 2 packages + 2 evaluation replies
     image_size = cfg.data.image_size
@@ -93,8 +105,12 @@ def test_simulation_sites_send_only_generator_weights_and_metrics(tmp_path, monk
         for key, array in sent.items():
             a = array.numpy()
             assert a.shape == tuple(expected[key].shape)
-            assert not (a.ndim >= 3 and a.shape[-2:] == (image_size, image_size)), key  # no image
-            assert not any(w in key for w in ("critic", "teacher", "opt", "grad", "exp_avg"))
+            assert not (a.ndim >= 3 and a.shape[-2:] == (image_size, image_size)), (
+                key
+            )  # no image
+            assert not any(
+                w in key for w in ("critic", "teacher", "opt", "grad", "exp_avg")
+            )
         assert np.isfinite(sum(float(np.abs(a.numpy()).sum()) for a in sent.values()))
-    summary = (layout.root / "coordinator" / "store" / "sim" / "summary.json")
+    summary = layout.root / "coordinator" / "store" / "sim" / "summary.json"
     assert summary.is_file()

@@ -16,7 +16,11 @@ from ..package.test_package import make_package
 @pytest.fixture
 def request_msg():
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    return Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=7, message_type="train")
+    return Message(
+        RecordDict({"config": ConfigRecord({"server-round": 1})}),
+        dst_node_id=7,
+        message_type="train",
+    )
 
 
 def test_package_reply_carries_exactly_the_generator(site_key, request_msg):
@@ -32,7 +36,9 @@ def test_package_reply_carries_exactly_the_generator(site_key, request_msg):
 def test_extra_tensor_cannot_leave(site_key, request_msg):
     key, _ = site_key
     _, pkg = make_package(key)
-    smuggled = dataclasses.replace(pkg, tensors={**pkg.tensors, "critic.fc1.weight": torch.zeros(4, 4)})
+    smuggled = dataclasses.replace(
+        pkg, tensors={**pkg.tensors, "critic.fc1.weight": torch.zeros(4, 4)}
+    )
     with pytest.raises(EgressViolation, match="outside the generator"):
         package_reply(request_msg, smuggled, {})
 
@@ -41,7 +47,9 @@ def test_an_image_in_place_of_a_weight_cannot_leave(site_key, request_msg):
     key, _ = site_key
     _, pkg = make_package(key)
     tensors = dict(pkg.tensors)
-    tensors["class_canvas"] = torch.rand(3, 3, 16, 16)  # an image batch, not the declared shape
+    tensors["class_canvas"] = torch.rand(
+        3, 3, 16, 16
+    )  # an image batch, not the declared shape
     with pytest.raises(EgressViolation):
         package_reply(request_msg, dataclasses.replace(pkg, tensors=tensors), {})
 
@@ -55,20 +63,25 @@ def test_weights_changed_after_signing_cannot_leave(site_key, request_msg):
         package_reply(request_msg, dataclasses.replace(pkg, tensors=tensors), {})
 
 
-@pytest.mark.parametrize("metrics,match", [
-    ({"train-loss-per-image": 0.1}, "whitelist"),
-    ({"gradients": 1.0}, "whitelist"),
-    ({"auc": float("nan")}, "finite"),
-    ({"auc": [0.1, 0.2]}, "finite"),
-    ({"audit/logan_wb/scores": 0.2}, "whitelist"),
-])
+@pytest.mark.parametrize(
+    "metrics,match",
+    [
+        ({"train-loss-per-image": 0.1}, "whitelist"),
+        ({"gradients": 1.0}, "whitelist"),
+        ({"auc": float("nan")}, "finite"),
+        ({"auc": [0.1, 0.2]}, "finite"),
+        ({"audit/logan_wb/scores": 0.2}, "whitelist"),
+    ],
+)
 def test_only_whitelisted_finite_scalar_metrics_leave(request_msg, metrics, match):
     with pytest.raises(EgressViolation, match=match):
         metrics_reply(request_msg, metrics)
 
 
 def test_metrics_reply_is_metrics_only(request_msg):
-    reply = metrics_reply(request_msg, {"auc": 0.7, "num-examples": 12, "audit/logan_wb/auc": 0.51})
+    reply = metrics_reply(
+        request_msg, {"auc": 0.7, "num-examples": 12, "audit/logan_wb/auc": 0.51}
+    )
     assert list(reply.content) == ["metrics"]
     assert isinstance(reply.content["metrics"], MetricRecord)
     assert not any(isinstance(r, ArrayRecord) for r in reply.content.values())
@@ -83,16 +96,28 @@ def test_a_classifier_leaves_only_with_the_sites_opt_in(request_msg):
     sent = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32))})
     state = {"w": torch.ones(2, 3)}
     with pytest.raises(EgressViolation, match="opted in"):
-        baseline_model_reply(request_msg, sent, state, {"num-examples": 3}, allowed=False)
+        baseline_model_reply(
+            request_msg, sent, state, {"num-examples": 3}, allowed=False
+        )
     with pytest.raises(EgressViolation, match="differs"):
-        baseline_model_reply(request_msg, sent, {"w": torch.ones(2, 3), "x": torch.ones(1)}, {}, allowed=True)
-    reply = baseline_model_reply(request_msg, sent, state, {"num-examples": 3}, allowed=True)
+        baseline_model_reply(
+            request_msg,
+            sent,
+            {"w": torch.ones(2, 3), "x": torch.ones(1)},
+            {},
+            allowed=True,
+        )
+    reply = baseline_model_reply(
+        request_msg, sent, state, {"num-examples": 3}, allowed=True
+    )
     assert set(reply.content["arrays"]) == {"w"}
 
 
 def test_gate_refusal_carries_reasons_and_no_tensor(request_msg):
     from site_client.egress import refusal_reply
 
-    reply = refusal_reply(request_msg, "site-a", ["logan_wb: AUC 0.900 > 0.600"], {"gate-allowed": 0.0})
+    reply = refusal_reply(
+        request_msg, "site-a", ["logan_wb: AUC 0.900 > 0.600"], {"gate-allowed": 0.0}
+    )
     assert set(reply.content) == {"refusal", "metrics"}
     assert reply.content["refusal"]["reasons"] == "logan_wb: AUC 0.900 > 0.600"

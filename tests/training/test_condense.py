@@ -4,10 +4,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-import torch
 
 from medsynth_fl.evaluation import evaluate_classifier
 from medsynth_fl.package import KeyRing, read_package, weights_sha256
@@ -43,21 +41,37 @@ def test_tiny_condense_sample_evaluate(tmp_path, tiny_cfg, tiny_data, site_key):
     pkg = read_package(result.package, KeyRing.single(key.public_key()))
     assert pkg.manifest.training.stage == "phase2"
     assert read_package(result.phase1_package).manifest.training.stage == "phase1"
-    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "site_local/critic.safetensors"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.jsonl",
+        "site_local/critic.safetensors",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
-    condensed = sample_condensed_set(pkg.build_generator(), pkg.manifest.class_names, pkg.manifest.classes_present, ipc=4)
+    condensed = sample_condensed_set(
+        pkg.build_generator(),
+        pkg.manifest.class_names,
+        pkg.manifest.classes_present,
+        ipc=4,
+    )
     assert len(condensed) == 4 * len(pkg.manifest.classes_present)
-    metrics = evaluate_classifier(train_classifier(condensed, tiny_cfg.classifier), test)
+    metrics = evaluate_classifier(
+        train_classifier(condensed, tiny_cfg.classifier), test
+    )
     assert 0.0 <= metrics.auc <= 1.0 and metrics.n == len(test)
 
 
 @pytest.mark.parametrize("stop_after", [3, 5, 9])  # inside phase1, teacher, phase2
-def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_cfg, tiny_data, site_key, stop_after):
+def test_resume_ends_where_an_uninterrupted_run_ends(
+    tmp_path, tiny_cfg, tiny_data, site_key, stop_after
+):
     key, _ = site_key
     train, _ = tiny_data
     reference = Condenser(tiny_cfg, train, tmp_path / "ref", key).run()
     with pytest.raises(StopRequested):
-        Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(stop_after)).run()
+        Condenser(
+            tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(stop_after)
+        ).run()
     assert (tmp_path / "cut" / "checkpoints" / "last.pt").is_file()
     resumed = Condenser(tiny_cfg, train, tmp_path / "cut", key).run(resume=True)
     ref = read_package(reference.package).tensors
@@ -65,12 +79,16 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_cfg, tiny_da
     assert weights_sha256(ref) == weights_sha256(res)
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, tiny_cfg, tiny_data, site_key):
+def test_resume_refuses_a_checkpoint_of_another_config(
+    tmp_path, tiny_cfg, tiny_data, site_key
+):
     key, _ = site_key
     train, _ = tiny_data
     with pytest.raises(StopRequested):
         Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(2)).run()
-    other = tiny_cfg.model_copy(update={"phase1": tiny_cfg.phase1.model_copy(update={"epochs": 0.5})})
+    other = tiny_cfg.model_copy(
+        update={"phase1": tiny_cfg.phase1.model_copy(update={"epochs": 0.5})}
+    )
     with pytest.raises(ValueError, match="different config"):
         Condenser(other, train, tmp_path / "cut", key).run(resume=True)
 
@@ -82,12 +100,26 @@ def _cli(*args):
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_matches(tmp_path):
-    common = ["condense", "--config", "tiny", "--set", "phase1.epochs=0.13",
-              "--set", f"data.cache_dir={tmp_path}/cache"]
+    common = [
+        "condense",
+        "--config",
+        "tiny",
+        "--set",
+        "phase1.epochs=0.13",
+        "--set",
+        f"data.cache_dir={tmp_path}/cache",
+    ]
     cmd, env = _cli(*common, "--out", str(tmp_path / "ref"))
     subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=REPO)
     cmd, env = _cli(*common, "--out", str(tmp_path / "cut"))
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:  # stop as soon as phase I has started
         if "phase1: steps" in line:
             proc.send_signal(signal.SIGTERM)
@@ -95,7 +127,14 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path):
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, rest
     assert "continue with --resume" in rest
-    cmd, env = _cli(*common, "--out", str(tmp_path / "cut"), "--resume", "--key", str(tmp_path / "cut" / "site_key.pem"))
+    cmd, env = _cli(
+        *common,
+        "--out",
+        str(tmp_path / "cut"),
+        "--resume",
+        "--key",
+        str(tmp_path / "cut" / "site_key.pem"),
+    )
     subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=REPO)
     ref = read_package(tmp_path / "ref" / "generator.msfl").tensors
     res = read_package(tmp_path / "cut" / "generator.msfl").tensors
@@ -106,11 +145,28 @@ def test_sigterm_checkpoints_and_resume_matches(tmp_path):
 @pytest.mark.slow
 def test_two_process_gloo_ddp_runs_to_a_clean_exit(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "medsynth_fl.cli", "condense", "--config", "tiny", "--device", "cpu",
-           "--out", str(tmp_path / "ddp"), "--set", f"data.cache_dir={tmp_path}/cache"]
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "medsynth_fl.cli",
+        "condense",
+        "--config",
+        "tiny",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--set",
+        f"data.cache_dir={tmp_path}/cache",
+    ]
+    proc = subprocess.run(
+        cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     pkg = read_package(tmp_path / "ddp" / "generator.msfl")
     assert pkg.manifest.training.stage == "phase2"
-    assert "world_size\": 2" in (tmp_path / "ddp" / "provenance.json").read_text()
+    assert 'world_size": 2' in (tmp_path / "ddp" / "provenance.json").read_text()

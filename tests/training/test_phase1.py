@@ -90,6 +90,8 @@ def test_phase1_step_updates_both_networks_and_reports_losses():
     )
     assert set(logs) >= {"loss/critic", "loss/critic/gp", "loss/gen/adv", "w_dist"}
     assert all(np.isfinite(v) for v in logs.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before_g, g.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before_g, g.parameters(), strict=True)
+    )
     after_d = dict(d.named_parameters())
     assert all(not torch.equal(p, after_d[n]) for n, p in before_d.items())
