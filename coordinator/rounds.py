@@ -24,6 +24,7 @@ from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.package import GeneratorPackage, read_package, write_package
 from medsynth_fl.privacy import build_generator_only_attacks
 
+from .dashboard import render_dashboard
 from .pipeline import evaluate_central, sample_site, train_shared_vit
 from .store import RunStore, SiteRecord
 from .strategy import MedSynthStrategy
@@ -346,5 +347,6 @@ def run_medsynth(
         "metrics": store.metrics(),
         "sites": [r.__dict__ for r in store.sites()],
     }
+    summary["dashboard"] = str(render_dashboard(store))
     (store.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

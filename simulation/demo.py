@@ -73,6 +73,7 @@ def run_flower_simulation(run_config: dict, num_sites: int, root: Path) -> int:
 def print_summary(summary_path: Path) -> None:
     """Print the run store location, the sites and the headline metrics."""
     summary = json.loads(summary_path.read_text())
+    print(f"dashboard: {summary.get('dashboard', '')}")
     print("\n=== MedSynth-FL demo ===")
     print(
         f"run store: {summary['run_dir']}  "

@@ -44,6 +44,8 @@ def test_round_collects_verifies_samples_trains_and_evaluates(run_config):
     condensed = np.load(store.dir / "condensed" / "HAM_vidir_molemax.npz")
     assert len(condensed["labels"]) == 4 * len(molemax["classes_present"])
     assert json.loads((store.dir / "summary.json").read_text())["run_id"] == "test-run"
+    page = (store.dir / "dashboard.html").read_text()
+    assert "HAM_vidir_molemax" in page and "data:image/png;base64," in page
     assert all(s["bytes_received"] > 0 for s in accepted)
 
 

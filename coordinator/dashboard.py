@@ -1,0 +1,106 @@
+"""A static HTML dashboard of a run, in one self-contained file.
+
+It shows what each site contributed, how each generator was audited, and how the
+shared model does; no server is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from .store import RunStore
+
+ATTACKS = (
+    "logan_bb",
+    "recovery_pixel",
+    "recovery_feature",
+    "nn_pixel",
+    "nn_embed",
+    "density_pixel",
+    "density_embed",
+)
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}.accepted{color:#0a0}.rejected,.unreachable,.quarantined{color:#c00}
+img{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}"""
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _sites_table(store: RunStore) -> str:
+    rows = []
+    for s in store.sites():
+        audit = store.metrics(f"audit:{s.site_id}").get(f"audit:{s.site_id}", {})
+        worst = max((audit.get(f"audit/{a}/auc", 0.0) for a in ATTACKS), default=None)
+        local = store.metrics(f"site:{s.site_id}").get(f"site:{s.site_id}", {})
+        rows.append(
+            f"<tr><td>{html.escape(s.site_id or str(s.node_id))}</td>"
+            f"<td class='{s.status}'>{s.status}</td><td>{html.escape(s.reason)}</td>"
+            f"<td>{s.n_images}</td><td>{', '.join(s.classes_present)}</td>"
+            f"<td>{s.bytes_received:,}</td><td>{_fmt(worst if audit else None)}</td>"
+            f"<td>{_fmt(local.get('bal-acc'))}</td></tr>"
+        )
+    head = (
+        "<tr><th>site</th><th>status</th><th>reason</th><th>training images</th>"
+        "<th>classes contributed</th><th>bytes sent</th><th>worst audit AUC</th>"
+        "<th>shared ViT bal. acc. at the site</th></tr>"
+    )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _metrics_table(store: RunStore) -> str:
+    metrics = store.metrics()
+    rows = [
+        f"<tr><td>{scope}</td><td>{_fmt(m.get('auc'))}</td>"
+        f"<td>{_fmt(m.get('acc'))}</td><td>{_fmt(m.get('bal-acc'))}</td>"
+        f"<td>{int(m.get('num-examples', 0))}</td></tr>"
+        for scope, m in sorted(metrics.items())
+        if scope in ("central", "federated")
+    ]
+    head = (
+        "<tr><th>evaluation</th><th>AUC</th><th>accuracy</th>"
+        "<th>balanced acc.</th><th>images</th></tr>"
+    )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _grids(store: RunStore) -> str:
+    parts = []
+    for folder in sorted((store.dir / "condensed").glob("*_grids")):
+        site = folder.name.removesuffix("_grids")
+        images = "".join(
+            f"<figure><figcaption>{html.escape(p.stem.split('_', 2)[-1])}</figcaption>"
+            f"<img src='data:image/png;base64,{_b64(p)}'></figure>"
+            for p in sorted(folder.glob("*.png"))
+        )
+        parts.append(
+            f"<details><summary>{html.escape(site)}</summary>{images}</details>"
+        )
+    return "".join(parts)
+
+
+def render_dashboard(store: RunStore) -> Path:
+    """Write ``dashboard.html`` into the run folder and return its path."""
+    events = "".join(
+        f"<li>{u} {lvl}: {html.escape(msg)}</li>" for u, lvl, msg in store.events()
+    )
+    page = (
+        "<!doctype html><meta charset='utf-8'>"
+        f"<title>MedSynth-FL {store.run_id}</title>"
+        f"<style>{STYLE}</style><h1>MedSynth-FL run {html.escape(store.run_id)}</h1>"
+        f"<p>status: {store.status()}</p><h2>Sites</h2>{_sites_table(store)}"
+        f"<h2>Shared ViT</h2>{_metrics_table(store)}"
+        f"<h2>Condensed samples (from the shipped generators)</h2>{_grids(store)}"
+        f"<h2>Events</h2><ul>{events}</ul>"
+    )
+    path = store.dir / "dashboard.html"
+    path.write_text(page)
+    return path
