@@ -123,7 +123,11 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
         data = trains[site]
     else:  # medsynth_fl: re-sample the verified generators with this seed
         parts = []
-        for pkg_path in sorted((Path(store_run) / "packages").glob("*.msfl")):
+        summary = json.loads((Path(store_run) / "summary.json").read_text())
+        accepted = [
+            x["package_path"] for x in summary["sites"] if x["status"] == "accepted"
+        ]
+        for pkg_path in sorted(accepted):  # verified and not quarantined
             pkg = read_package(pkg_path)
             m = pkg.manifest
             parts.append(
