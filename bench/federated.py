@@ -128,7 +128,7 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
             x["package_path"] for x in summary["sites"] if x["status"] == "accepted"
         ]
         for pkg_path in sorted(accepted):  # verified and not quarantined
-            pkg = read_package(pkg_path)
+            pkg = read_package(Path(pkg_path))
             m = pkg.manifest
             parts.append(
                 sample_condensed_set(
