@@ -57,9 +57,14 @@ class SiteSetup:
     allow_baselines: bool = False  # opt-in: FedAvg sends a classifier off-site
 
     def config_overrides(self) -> list[str]:
-        """Config overrides that point the data and package sections at this site."""
+        """Config overrides that point the data and package sections at this site.
+
+        A site's data is its own: a consortium preset's centre filter (used to
+        carve simulated sites) does not apply to it.
+        """
         return [
             *data_overrides(self.data_path),
+            "data.centers=null",
             f"package.site_id={json.dumps(self.site_id)}",
         ]
 
