@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ConvFactory = Callable[..., nn.Module]
+MASK_INIT_BIAS = -3.0  # sigmoid(-3) ~ 0.05
 
 
 def plain_conv(*args, **kwargs) -> nn.Module:
@@ -173,8 +174,14 @@ class AttentionGenerator(nn.Module):
         self.decoder = nn.Sequential(
             DecoderStage(ngf * 4, ngf * 2, conv_t), DecoderStage(ngf * 2, ngf, conv_t)
         )
-        self.image_head = conv(ngf, 3, 7, padding=3)
-        self.mask_head = conv(ngf, 1, 7, padding=3)
+        # The output heads are plain convolutions: spectral norm fixes every
+        # layer's gain at <= 1, so without batch norm nothing could rescale the
+        # decoder's small activations into the image range. The mask starts
+        # nearly closed (a ~ 0.05): s starts as g and the canvas is blended in
+        # only where training finds it useful.
+        self.image_head = plain_conv(ngf, 3, 7, padding=3)
+        self.mask_head = plain_conv(ngf, 1, 7, padding=3)
+        nn.init.constant_(self.mask_head.bias, MASK_INIT_BIAS)
         self.blend = MaskBlend() if use_mask else NoBlend()
 
     @property

@@ -1,7 +1,6 @@
 """Builders of tiny fake ISIC folders and shards for the data-layer tests.
 
-Imported by name (``from data_fakes import ...``): pytest puts this folder on
-``sys.path`` because it has no ``__init__.py``.
+Imported relatively (``from .data_fakes import ...``): ``tests`` is a package.
 """
 
 from __future__ import annotations

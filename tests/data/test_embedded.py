@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_fakes import build_shards
+from .data_fakes import build_shards
 
 from medsynth_fl.config import ISIC_CLASSES
 from medsynth_fl.data import EMBEDDED_PATH, read_embedded

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from data_fakes import SHARED_DATA, write_csv
+from .data_fakes import SHARED_DATA, write_csv
 
 from medsynth_fl.data import isic_raw
 from medsynth_fl.data.errors import (

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-from data_fakes import build_shards
+from .data_fakes import build_shards
 
 from medsynth_fl.data.errors import (
     CorruptImageError,
