@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from .data_fakes import build_isic_root, build_shards
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .data_fakes import build_shards
 
 from medsynth_fl.config import ISIC_CLASSES
 from medsynth_fl.data import EMBEDDED_PATH, read_embedded
 from medsynth_fl.data.embedded import build_embedded_subset, select_subset
 from medsynth_fl.data.errors import ImageSizeError
+
+from .data_fakes import build_shards
 
 
 def test_embedded_subset_is_real_and_complete():

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-from .data_fakes import SHARED_DATA, write_csv
 
 from medsynth_fl.data import isic_raw
 from medsynth_fl.data.errors import (
@@ -20,6 +19,8 @@ from medsynth_fl.data.errors import (
     UnknownLabelError,
 )
 from medsynth_fl.data.isic_raw import read_isic_raw
+
+from .data_fakes import SHARED_DATA, write_csv
 
 CLASSES = ["MEL", "NV", "BCC"]
 

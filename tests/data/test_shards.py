@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-from .data_fakes import build_shards
 
 from medsynth_fl.data.errors import (
     CorruptImageError,
@@ -18,6 +17,8 @@ from medsynth_fl.data.errors import (
     UnknownLabelError,
 )
 from medsynth_fl.data.shards import read_shards
+
+from .data_fakes import build_shards
 
 CLASSES = ["MEL", "NV", "BCC"]
 

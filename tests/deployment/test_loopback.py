@@ -31,7 +31,7 @@ from simulation.deployment import (
 )
 from simulation.prepare import prepare_simulation
 
-pytestmark = [pytest.mark.flower, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.flower, pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 # Three embedded centres whose pooled test folds hold every class (the
@@ -202,7 +202,7 @@ def test_loopback_deployment(tmp_path, processes, monkeypatch):
         assert run.alive(), "the run ended before the victim started condensing"
         processes.kill(f"supernode-{VICTIM}")
         killed_at = time.monotonic()
-        wait_for(lambda: not run.alive(), 240, "flwr run to finish")
+        wait_for(lambda: not run.alive(), 420, "flwr run to finish")
     except Exception:
         print(_log_tails(processes))
         raise

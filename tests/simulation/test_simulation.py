@@ -83,7 +83,10 @@ def test_simulation_sites_send_only_generator_weights_and_metrics(
         },
     )
     received = recorders[0].received
-    assert len(received) == 4  # 2 packages + 2 evaluation replies
+    # 2 packages + 2 replies to the federated audit + 2 evaluation replies
+    assert len(received) == 6
+    packages = [m for m in received if "generator" in m.content]
+    assert len(packages) == 2
     image_size = cfg.data.image_size
     for msg in received:
         assert not msg.has_error(), msg.error
