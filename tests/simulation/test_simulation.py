@@ -15,7 +15,7 @@ from medsynth_fl.package.manifest import parse_manifest
 from simulation.flower_env import ray_tmpdir
 from simulation.prepare import prepare_simulation
 from site_client.client_app import create_client_app
-from site_client.egress import METRIC_KEYS, PACKAGE_CONFIG_KEYS
+from site_client.egress import AUDIT_METRIC_SUFFIXES, METRIC_KEYS, PACKAGE_CONFIG_KEYS
 
 
 class RecordingGrid(Grid):
@@ -95,8 +95,12 @@ def test_simulation_sites_send_only_generator_weights_and_metrics(
         for name, record in content.items():
             if isinstance(record, ConfigRecord):
                 assert name == "package" and set(record) <= PACKAGE_CONFIG_KEYS
-            if isinstance(record, MetricRecord):
-                assert set(record) <= METRIC_KEYS
+            if isinstance(record, MetricRecord):  # aggregate metrics only
+                assert all(
+                    k in METRIC_KEYS
+                    or (k.startswith("audit/") and k.endswith(AUDIT_METRIC_SUFFIXES))
+                    for k in record
+                ), sorted(record)
         if not arrays:
             continue
         assert list(content) == ["generator", "package", "metrics"]
