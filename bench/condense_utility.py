@@ -32,15 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from medsynth_fl.config import Config, load_config  # noqa: E402
 from medsynth_fl.data import load_train_test  # noqa: E402
+from medsynth_fl.data.embedded import HAM_CENTERS  # noqa: E402
 from medsynth_fl.data.imageset import ImageSet  # noqa: E402
 from medsynth_fl.runinfo import machine_description  # noqa: E402
 
-HAM_CENTERS = [
-    "HAM_vidir_molemax",
-    "HAM_vidir_modern",
-    "HAM_rosendahl",
-    "HAM_vienna_dias",
-]
 log = logging.getLogger("bench.condense_utility")
 
 

@@ -36,16 +36,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from medsynth_fl.config import Config, load_config  # noqa: E402
+from medsynth_fl.data.embedded import HAM_CENTERS  # noqa: E402
 from medsynth_fl.runinfo import machine_description  # noqa: E402
 from simulation.flower_env import ray_tmpdir  # noqa: E402
 from simulation.prepare import SimulationLayout, prepare_simulation  # noqa: E402
 
-HAM_CENTERS = [
-    "HAM_vidir_molemax",
-    "HAM_vidir_modern",
-    "HAM_rosendahl",
-    "HAM_vienna_dias",
-]
 log = logging.getLogger("bench.federated")
 
 

@@ -118,20 +118,13 @@ def audit(
     if (done := cached_audit(pkg, out)) is not None:
         return done
     from medsynth_fl.privacy import (
-        build_generator_only_attacks,
+        build_package_attacks,
         plot_roc,
         run_audit,
         write_report_json,
     )
 
-    m = pkg.manifest
-    models = build_generator_only_attacks(
-        pkg.build_generator(),
-        list(m.class_names),
-        list(m.classes_present),
-        cfg.audit,
-        seed=cfg.training.seed,
-    )
+    models = build_package_attacks(pkg, cfg.audit, cfg.training.seed)
     report = run_audit(
         members,
         nonmembers,

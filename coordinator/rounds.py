@@ -22,7 +22,7 @@ from torch import nn
 from medsynth_fl.config import Config
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.package import GeneratorPackage, read_package, write_package
-from medsynth_fl.privacy import build_generator_only_attacks
+from medsynth_fl.privacy import build_package_attacks
 
 from .dashboard import render_dashboard
 from .pipeline import evaluate_central, sample_site, train_shared_vit
@@ -191,14 +191,7 @@ def collect_packages(
 
 
 def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
-    m = pkg.manifest
-    models = build_generator_only_attacks(
-        pkg.build_generator(),
-        list(m.class_names),
-        list(m.classes_present),
-        cfg.audit,
-        seed=cfg.training.seed,
-    )
+    models = build_package_attacks(pkg, cfg.audit, cfg.training.seed)
     arrays, meta = models.to_state()
     content = RecordDict(
         {

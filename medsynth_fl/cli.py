@@ -244,7 +244,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .models.registry import load_critic
     from .package import read_package
     from .privacy import (
-        build_generator_only_attacks,
+        build_package_attacks,
         plot_roc,
         release_gate,
         run_audit,
@@ -260,14 +260,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     members = load_image_source(args.members, data_cfg, args.members_split)
     nonmembers = load_image_source(args.nonmembers, data_cfg, args.nonmembers_split)
     critic = load_critic(Path(args.discriminator)) if args.discriminator else None
-    generator = pkg.build_generator()
-    models = build_generator_only_attacks(
-        generator,
-        list(m.class_names),
-        list(m.classes_present),
-        cfg.audit,
-        cfg.training.seed,
-    )
+    models = build_package_attacks(pkg, cfg.audit, cfg.training.seed)
     report = run_audit(
         members,
         nonmembers,

@@ -28,7 +28,7 @@ from medsynth_fl.package import GeneratorPackage, load_private_key, read_package
 from medsynth_fl.privacy import (
     AttackModels,
     audit_metrics,
-    build_reference_attacks,
+    build_package_attacks,
     release_gate,
     run_audit,
     write_report_json,
@@ -201,14 +201,8 @@ def self_audit(
     if cached.is_file():  # the same package was audited already
         return ReleaseDecision(**json.loads(cached.read_text()))
     _, test = load_train_test(cfg.data)
-    generator = pkg.build_generator()
-    m = pkg.manifest
-    models = build_reference_attacks(
-        generator,
-        list(m.class_names),
-        list(m.classes_present),
-        cfg.audit,
-        cfg.training.seed,
+    models = build_package_attacks(
+        pkg, cfg.audit, cfg.training.seed, generator_only=False
     )
     critic = load_critic(work / "site_local" / "critic.safetensors")
     report = run_audit(

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,6 +43,9 @@ from .memorization import (
 )
 from .metrics import AttackResult, evaluate_attack, p1d
 from .signals import critic_scores, embeddings, knn_distances, pixels, recovery_errors
+
+if TYPE_CHECKING:
+    from ..package import GeneratorPackage
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +155,29 @@ def build_generator_only_attacks(
     )
     log.info("audit models built in %.1f s", time.perf_counter() - t0)
     return models
+
+
+def build_package_attacks(
+    package: GeneratorPackage,
+    cfg: AuditConfig,
+    seed: int = 0,
+    *,
+    generator_only: bool = True,
+) -> AttackModels:
+    """Build the attack models of a package's generator, for the classes it declares.
+
+    ``generator_only=False`` builds only the cheap reference attacks (feature
+    network and generated samples) that a site runs before its release gate.
+    """
+    m = package.manifest
+    build = build_generator_only_attacks if generator_only else build_reference_attacks
+    return build(
+        package.build_generator(),
+        list(m.class_names),
+        list(m.classes_present),
+        cfg,
+        seed,
+    )
 
 
 def score_candidates(
