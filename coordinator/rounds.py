@@ -300,6 +300,14 @@ def federated_evaluate(
             )
     aggregated = strategy.aggregate_evaluate(1, replies)
     result = {k: float(v) for k, v in (aggregated or {}).items()}
+    if result:  # Flower's weighted mean drops the weights: keep their total
+        result["num-examples"] = float(
+            sum(
+                dict(m.content["metrics"]).get("num-examples", 0)
+                for m in replies
+                if not m.has_error()
+            )
+        )
     store.put_metrics("federated", result)
     store.finish_stage("federated_eval", result)
     return result
