@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 
 from .generator import plain_conv, sn_conv
 
@@ -64,6 +65,26 @@ class Critic(nn.Module):
         self.fc2 = _linear(fc_hidden, 1, spectral_norm)
         self.class_embed = nn.Embedding(num_classes, fc_hidden)
         nn.init.normal_(self.class_embed.weight, std=0.02)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He initialisation for the leaky-ReLU layers, zero biases.
+
+        PyTorch's default initialisation shrinks the signal at each of the 11
+        layers: the input gradient of a fresh critic was ~6e-5, so the gradient
+        penalty sat at 1 and the Wasserstein term taught nothing for hundreds of
+        steps. He initialisation starts the input gradient near 1, where WGAN-GP
+        wants it.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                weight = (
+                    m.parametrizations.weight.original
+                    if is_parametrized(m)
+                    else m.weight
+                )
+                nn.init.kaiming_normal_(weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``h`` (after fc1), used by the projection term."""

@@ -77,19 +77,41 @@ class ResidualAttentionBlock(nn.Module):
         return self.attention(x + self.body(x))
 
 
+class PixelNorm(nn.Module):
+    """Scale each pixel's feature vector to unit RMS (Karras et al. 2018, ProGAN).
+
+    Spectral norm caps every layer's gain at 1 and ReLU halves the signal, so
+    without batch norm the noise reaching the output heads shrank ~100× at
+    initialisation and phase I started from one uniform image for every ``z``.
+    PixelNorm restores the scale per sample: no batch statistics, no parameters.
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` divided by the RMS of its channels at each position."""
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
 class EncoderStage(nn.Sequential):
-    """A stride-2 convolution that halves the feature map, then ReLU."""
+    """A stride-2 convolution that halves the feature map, ReLU, PixelNorm."""
 
     def __init__(self, in_ch: int, out_ch: int, conv: ConvFactory):
-        super().__init__(conv(in_ch, out_ch, 4, stride=2, padding=1), nn.ReLU(True))
+        super().__init__(
+            conv(in_ch, out_ch, 4, stride=2, padding=1), nn.ReLU(True), PixelNorm()
+        )
 
 
 class DecoderStage(nn.Sequential):
-    """A stride-2 transposed convolution that doubles the feature map, then ReLU."""
+    """A stride-2 transposed convolution that doubles the map, ReLU, PixelNorm."""
 
     def __init__(self, in_ch: int, out_ch: int, conv_t: ConvFactory):
         super().__init__(
-            conv_t(in_ch, out_ch, 4, stride=2, padding=1), nn.ReLU(inplace=True)
+            conv_t(in_ch, out_ch, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            PixelNorm(),
         )
 
 

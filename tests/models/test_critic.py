@@ -30,3 +30,13 @@ def test_projection_makes_the_score_class_dependent():
 def test_rejects_size_not_multiple_of_16():
     with pytest.raises(ValueError):
         Critic(24, 3)
+
+
+def test_a_fresh_critic_has_an_input_gradient_near_one():
+    """Regression: with PyTorch's default init the input gradient was ~6e-5, so
+    the gradient penalty sat at its maximum and phase I learnt nothing."""
+    torch.manual_seed(0)
+    critic = Critic(64, 3, ndf=16, fc_hidden=64)
+    x = torch.randn(8, 3, 64, 64, requires_grad=True)
+    (grad,) = torch.autograd.grad(critic(x, torch.zeros(8, dtype=torch.long)).sum(), x)
+    assert 0.2 < grad.flatten(1).norm(dim=1).mean() < 5
