@@ -25,6 +25,7 @@ from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
 from medsynth_fl.models.registry import load_critic
 from medsynth_fl.models.vit import build_vit
 from medsynth_fl.package import GeneratorPackage, load_private_key, read_package
+from medsynth_fl.package.manifest import FORMAT_VERSION
 from medsynth_fl.privacy import (
     AttackModels,
     audit_metrics,
@@ -119,6 +120,15 @@ def site_from_node_config(node_config: dict, run_config: dict) -> SiteSetup:
     )
 
 
+def run_folder(site: SiteSetup, cfg: Config) -> Path:
+    """The site's folder for one config and package format.
+
+    A new release whose generator differs (a new package format) condenses
+    into a new folder instead of resuming an incompatible checkpoint.
+    """
+    return site.work_dir / f"f{FORMAT_VERSION}-{cfg.digest()}"
+
+
 def _cached_package(work_dir: Path, cfg: Config) -> GeneratorPackage | None:
     path = work_dir / PACKAGE_NAME
     if not path.is_file():
@@ -137,7 +147,7 @@ def condense_site(site: SiteSetup, cfg: Config) -> tuple[GeneratorPackage, Image
     more than one GPU the work runs under ``torchrun``; otherwise in-process.
     """
     train, _ = load_train_test(cfg.data)
-    work = site.work_dir / cfg.digest()
+    work = run_folder(site, cfg)
     pkg = _cached_package(work, cfg)
     if pkg is not None:
         log.info("site %s: reusing its package %s", site.site_id, work / PACKAGE_NAME)
@@ -196,7 +206,7 @@ def self_audit(
     (members) against its held-out images (non-members). The full report stays
     in the site's work folder; only aggregate metrics may leave.
     """
-    work = site.work_dir / cfg.digest()
+    work = run_folder(site, cfg)
     cached = work / "release_decision.json"
     if cached.is_file():  # the same package was audited already
         return ReleaseDecision(**json.loads(cached.read_text()))
@@ -240,7 +250,7 @@ def audit_for_coordinator(
     metrics only.
     """
     train, test = load_train_test(cfg.data)
-    work = site.work_dir / cfg.digest()
+    work = run_folder(site, cfg)
     pkg = read_package(work / PACKAGE_NAME, max_bytes=cfg.package.max_bytes)
     models = AttackModels.from_state(arrays, meta, pkg.build_generator())
     report = run_audit(

@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import SchemaError, UnsupportedFormat
 
 FORMAT_NAME = "medsynth-fl/generator"
-FORMAT_VERSION = 1
+# Bumped whenever the same tensors would mean a different generator, so an old
+# package is refused rather than sampled wrongly. 2: PixelNorm in the generator's
+# encoder and decoder stages (no new tensors, different function).
+FORMAT_VERSION = 2
 MAX_MANIFEST_BYTES = 64 * 1024
 
 
@@ -58,7 +61,7 @@ class TrainingSummary(_Strict):
 
 
 class Manifest(_Strict):
-    """Schema of ``manifest.json`` inside every package (format version 1)."""
+    """Schema of ``manifest.json`` inside every package (``FORMAT_VERSION``)."""
 
     format: str
     format_version: int

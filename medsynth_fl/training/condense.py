@@ -27,6 +27,7 @@ from ..models.registry import (
     save_critic,
 )
 from ..package import TrainingSummary, create_package, write_package
+from ..package.manifest import FORMAT_VERSION
 from ..runinfo import write_provenance
 from .batches import BatchSampler
 from .checkpoint import StopFlag, load_checkpoint, save_checkpoint
@@ -129,6 +130,7 @@ class Condenser:
             "opt_g2": self.opt_g2.state_dict(),
             "teacher": self.teacher.state_dict(),
             "config_digest": self.cfg.digest(),
+            "format_version": FORMAT_VERSION,
         }
 
     def _seconds_so_far(self) -> dict[str, float]:
@@ -143,6 +145,12 @@ class Condenser:
         if state["config_digest"] != self.cfg.digest():
             raise ValueError(
                 "checkpoint was written with a different config; refusing to resume"
+            )
+        if state.get("format_version", 1) != FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint holds a generator of package format "
+                f"{state.get('format_version', 1)}; this release builds format "
+                f"{FORMAT_VERSION}: condense again into a new folder"
             )
         unwrap(self.gan.generator).load_state_dict(state["generator"])
         unwrap(self.gan.critic).load_state_dict(state["critic"])

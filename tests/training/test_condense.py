@@ -9,8 +9,14 @@ import pytest
 
 from medsynth_fl.evaluation import evaluate_classifier
 from medsynth_fl.package import KeyRing, read_package, weights_sha256
+from medsynth_fl.package.manifest import FORMAT_VERSION
 from medsynth_fl.sampling import sample_condensed_set
-from medsynth_fl.training.checkpoint import StopFlag, StopRequested
+from medsynth_fl.training.checkpoint import (
+    StopFlag,
+    StopRequested,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medsynth_fl.training.classifier import train_classifier
 from medsynth_fl.training.condense import Condenser
 
@@ -91,6 +97,21 @@ def test_resume_refuses_a_checkpoint_of_another_config(
     )
     with pytest.raises(ValueError, match="different config"):
         Condenser(other, train, tmp_path / "cut", key).run(resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_another_package_format(
+    tmp_path, tiny_cfg, tiny_data, site_key
+):
+    key, _ = site_key
+    train, _ = tiny_data
+    with pytest.raises(StopRequested):
+        Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(2)).run()
+    ckpt = tmp_path / "cut" / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    state["format_version"] = FORMAT_VERSION - 1
+    save_checkpoint(ckpt, state)
+    with pytest.raises(ValueError, match="package format"):
+        Condenser(tiny_cfg, train, tmp_path / "cut", key).run(resume=True)
 
 
 def _cli(*args):
