@@ -24,8 +24,12 @@ from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
 from medsynth_fl.models.registry import load_critic
 from medsynth_fl.models.vit import build_vit
-from medsynth_fl.package import GeneratorPackage, load_private_key, read_package
-from medsynth_fl.package.manifest import FORMAT_VERSION
+from medsynth_fl.package import (
+    FORMAT_VERSION,
+    GeneratorPackage,
+    load_private_key,
+    read_package,
+)
 from medsynth_fl.privacy import (
     AttackModels,
     audit_metrics,

@@ -20,7 +20,7 @@ from .io import (
     write_package,
 )
 from .keyring import KeyRing
-from .manifest import Manifest, TrainingSummary
+from .manifest import FORMAT_VERSION, Manifest, TrainingSummary
 from .signing import (
     SiteKeyError,
     fingerprint,
@@ -30,6 +30,7 @@ from .signing import (
 )
 
 __all__ = [
+    "FORMAT_VERSION",
     "BadSignature",
     "GeneratorPackage",
     "HashMismatch",

@@ -26,8 +26,12 @@ from ..models.registry import (
     generator_kwargs,
     save_critic,
 )
-from ..package import TrainingSummary, create_package, write_package
-from ..package.manifest import FORMAT_VERSION
+from ..package import (
+    FORMAT_VERSION,
+    TrainingSummary,
+    create_package,
+    write_package,
+)
 from ..runinfo import write_provenance
 from .batches import BatchSampler
 from .checkpoint import StopFlag, load_checkpoint, save_checkpoint
@@ -146,11 +150,12 @@ class Condenser:
             raise ValueError(
                 "checkpoint was written with a different config; refusing to resume"
             )
-        if state.get("format_version", 1) != FORMAT_VERSION:
+        found = state.get("format_version", 1)  # format 1 did not record it
+        if found != FORMAT_VERSION:
             raise ValueError(
-                f"checkpoint holds a generator of package format "
-                f"{state.get('format_version', 1)}; this release builds format "
-                f"{FORMAT_VERSION}: condense again into a new folder"
+                f"checkpoint holds a generator of package format {found}; this "
+                f"release builds format {FORMAT_VERSION}: condense again into a "
+                "new folder"
             )
         unwrap(self.gan.generator).load_state_dict(state["generator"])
         unwrap(self.gan.critic).load_state_dict(state["critic"])

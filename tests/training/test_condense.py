@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from medsynth_fl.evaluation import evaluate_classifier
-from medsynth_fl.package import KeyRing, read_package, weights_sha256
-from medsynth_fl.package.manifest import FORMAT_VERSION
+from medsynth_fl.package import FORMAT_VERSION, KeyRing, read_package, weights_sha256
 from medsynth_fl.sampling import sample_condensed_set
 from medsynth_fl.training.checkpoint import (
     StopFlag,
@@ -85,13 +84,18 @@ def test_resume_ends_where_an_uninterrupted_run_ends(
     assert weights_sha256(ref) == weights_sha256(res)
 
 
+def _interrupt_after_two_steps(cfg, train, out, key):
+    """Leave a checkpoint in ``out`` by stopping a run after two steps."""
+    with pytest.raises(StopRequested):
+        Condenser(cfg, train, out, key, stop=StopAtStep(2)).run()
+
+
 def test_resume_refuses_a_checkpoint_of_another_config(
     tmp_path, tiny_cfg, tiny_data, site_key
 ):
     key, _ = site_key
     train, _ = tiny_data
-    with pytest.raises(StopRequested):
-        Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(2)).run()
+    _interrupt_after_two_steps(tiny_cfg, train, tmp_path / "cut", key)
     other = tiny_cfg.model_copy(
         update={"phase1": tiny_cfg.phase1.model_copy(update={"epochs": 0.5})}
     )
@@ -104,8 +108,7 @@ def test_resume_refuses_a_checkpoint_of_another_package_format(
 ):
     key, _ = site_key
     train, _ = tiny_data
-    with pytest.raises(StopRequested):
-        Condenser(tiny_cfg, train, tmp_path / "cut", key, stop=StopAtStep(2)).run()
+    _interrupt_after_two_steps(tiny_cfg, train, tmp_path / "cut", key)
     ckpt = tmp_path / "cut" / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt)
     state["format_version"] = FORMAT_VERSION - 1
