@@ -13,7 +13,13 @@ from flwr.clientapp import ClientApp
 
 from medsynth_fl.config import ViTConfig, from_flower
 
-from .egress import baseline_model_reply, metrics_reply, package_reply, refusal_reply
+from .egress import (
+    baseline_model_reply,
+    metrics_reply,
+    package_reply,
+    refusal_reply,
+    require_baseline_opt_in,
+)
 from .work import (
     audit_for_coordinator,
     condense_site,
@@ -90,6 +96,7 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
             return metrics_reply(msg, local_only_metrics(cfg, seed))
         if task != "fedavg":
             raise ValueError(f"unknown task {task!r}")
+        require_baseline_opt_in(site.allow_baselines)
         sent = msg.content["arrays"]
         state, n = train_local_vit(
             cfg,

@@ -126,6 +126,19 @@ def refusal_reply(
     return Message(content, reply_to=msg)
 
 
+def require_baseline_opt_in(allowed: bool) -> None:
+    """Refuse a baseline that ships a classifier unless the site opted in.
+
+    Called before the site trains (no compute spent on a reply that could not
+    leave) and again in :func:`baseline_model_reply`, the only way out.
+    """
+    if not allowed:
+        raise EgressViolation(
+            "this site has not opted in to baselines that ship a classifier "
+            "(node config allow-baselines=true)"
+        )
+
+
 def baseline_model_reply(
     msg: Message,
     sent: ArrayRecord,
@@ -139,11 +152,7 @@ def baseline_model_reply(
     site, so the site must opt in (node config ``allow-baselines``), and the
     reply must hold exactly the tensors it received, with the same shapes.
     """
-    if not allowed:
-        raise EgressViolation(
-            "this site has not opted in to baselines that ship a classifier "
-            "(node config allow-baselines=true)"
-        )
+    require_baseline_opt_in(allowed)
     if set(state) != set(sent) or any(
         tuple(state[k].shape) != tuple(sent[k].shape) for k in sent
     ):

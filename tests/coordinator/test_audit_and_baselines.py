@@ -76,7 +76,17 @@ def test_a_leaking_generator_is_quarantined_and_the_round_goes_on(
     assert "HAM_rosendahl" not in condensed and len(condensed) == 3
 
 
-def test_fedavg_baseline_needs_the_sites_opt_in(run_config, tiny_federation):
+def test_fedavg_baseline_needs_the_sites_opt_in(
+    run_config, tiny_federation, monkeypatch
+):
+    trained_at = []  # the sites that spent compute on a FedAvg round
+    real_train = client_module.train_local_vit
+
+    def recording_train(cfg, *args):
+        trained_at.append(cfg.package.site_id)
+        return real_train(cfg, *args)
+
+    monkeypatch.setattr(client_module, "train_local_vit", recording_train)
     fed = dict(
         run_config,
         mode="fedavg",
@@ -89,10 +99,14 @@ def test_fedavg_baseline_needs_the_sites_opt_in(run_config, tiny_federation):
         summary = run_coordinator(make_grid(fed), fed, flower_run_id=1)
         assert 0 <= summary["metrics"]["central"]["auc"] <= 1
         (sites / "HAM_rosendahl" / "node.json").unlink()
+        assert "HAM_rosendahl" in trained_at
+        trained_at.clear()
         grid = make_grid(fed)
         run_coordinator(grid, dict(fed, **{"run-id": "second"}), flower_run_id=1)
         refused = [r for r in grid.replies if r.has_error()]
         assert refused and all("allow-baselines" in r.error.reason for r in refused)
+        # refused before training, not after
+        assert trained_at and "HAM_rosendahl" not in trained_at
     finally:
         for folder in sites.iterdir():
             (folder / "node.json").unlink(missing_ok=True)
