@@ -10,6 +10,7 @@ from .attack_models import AttackModels, AttackStateError
 from .audit import (
     AuditReport,
     GateDecision,
+    auc_leaks,
     build_generator_only_attacks,
     build_package_attacks,
     build_reference_attacks,
@@ -30,6 +31,7 @@ __all__ = [
     "GateDecision",
     "RandomConvFeatures",
     "RejectionResult",
+    "auc_leaks",
     "audit_metrics",
     "build_generator_only_attacks",
     "build_package_attacks",

@@ -358,26 +358,36 @@ class GateDecision:
     reasons: list[str]
 
 
+def auc_leaks(auc: float, max_auc: float) -> bool:
+    """Whether an attack's AUC shows a leak: above ``max_auc`` or below ``1 − max_auc``.
+
+    An attack that ranks non-members above members is as informative as its
+    inverse (AUC ``1 − auc``): an attacker who has seen it once flips the sign.
+    """
+    if not 0.5 <= max_auc <= 1.0:
+        raise ValueError(f"max_auc must be in [0.5, 1], got {max_auc}")
+    return max(auc, 1.0 - auc) > max_auc
+
+
 def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
-    """Refuse release when any attack's AUC exceeds ``max_auc``.
+    """Refuse release when any attack's AUC leaves ``[1 − max_auc, max_auc]``.
 
     Parameters
     ----------
     report : the audit report.
-    max_auc : the largest AUC tolerated (``AuditConfig.max_auc``), in [0.5, 1].
+    max_auc : the largest AUC tolerated (``AuditConfig.max_auc``), in [0.5, 1];
+        ``1 − max_auc`` is the smallest (see :func:`auc_leaks`).
 
     Returns
     -------
     GateDecision
         ``allowed`` and the reasons for a refusal, naming each attack.
     """
-    if not 0.5 <= max_auc <= 1.0:
-        raise ValueError(f"max_auc must be in [0.5, 1], got {max_auc}")
     if not report.results:
         raise ValueError("the report has no attack results")
     reasons = [
-        f"{name}: AUC {r.auc:.3f} > {max_auc:.3f}"
+        f"{name}: AUC {r.auc:.3f} outside [{1 - max_auc:.3f}, {max_auc:.3f}]"
         for name, r in sorted(report.results.items())
-        if r.auc > max_auc
+        if auc_leaks(r.auc, max_auc)
     ]
     return GateDecision(allowed=not reasons, reasons=reasons)
