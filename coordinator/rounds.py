@@ -215,8 +215,8 @@ def federated_audit(
 
     The coordinator builds the attacks it can from the generator alone and
     sends them to the site, which scores its own members against its held-out
-    images and returns aggregate metrics. A generator with any attack AUC outside
-    ``[1 − audit.max_auc, audit.max_auc]`` is kept out of the shared model.
+    images and returns aggregate metrics. A generator with any attack AUC above
+    ``audit.max_auc`` is kept out of the shared model.
     """
     node_of = {r.site_id: r.node_id for r in store.sites("accepted")}
     todo = {
@@ -243,16 +243,14 @@ def federated_audit(
             continue
         metrics = {k: float(v) for k, v in msg.content["metrics"].items()}
         store.put_metrics(f"audit:{site}", metrics)
-        limit = cfg.audit.max_auc
         leaks = sorted(
-            k for k, v in metrics.items() if k.endswith("/auc") and auc_leaks(v, limit)
+            k
+            for k, v in metrics.items()
+            if k.endswith("/auc") and auc_leaks(v, cfg.audit.max_auc)
         )
         if leaks:
             rec = next(r for r in store.sites("accepted") if r.site_id == site)
-            reason = (
-                f"federated audit: {', '.join(leaks)} outside "
-                f"[{1 - limit:.2f}, {limit:.2f}]"
-            )
+            reason = f"federated audit: {', '.join(leaks)} above {cfg.audit.max_auc}"
             store.record_site(
                 dataclasses.replace(rec, status="quarantined", reason=reason)
             )

@@ -155,7 +155,7 @@ class TrainingConfig(_Section):
 class AuditConfig(_Section):
     """Membership-inference audits and the site's release gate."""
 
-    max_auc: float = Field(0.60, gt=0.5, le=1.0)  # gate: refuse outside [1-x, x]
+    max_auc: float = Field(0.60, gt=0.5, le=1.0)  # gate: refuse above this
     n_generated: int = Field(2000, ge=10)  # samples for distance attacks
     shadow_steps: int = Field(1000, ge=0)
     encoder_steps: int = Field(1000, ge=0)

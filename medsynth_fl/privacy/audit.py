@@ -359,24 +359,24 @@ class GateDecision:
 
 
 def auc_leaks(auc: float, max_auc: float) -> bool:
-    """Whether an attack's AUC shows a leak: above ``max_auc`` or below ``1 − max_auc``.
+    """Whether an attack's AUC counts as a leak: above ``max_auc``.
 
-    An attack that ranks non-members above members is as informative as its
-    inverse (AUC ``1 − auc``): an attacker who has seen it once flips the sign.
+    One-sided on purpose (docs/decisions.md): a two-sided range would also
+    refuse a site whose small non-member set puts an attack below 0.5 by
+    chance, and the attacks are built so that a leak raises the AUC.
     """
     if not 0.5 <= max_auc <= 1.0:
         raise ValueError(f"max_auc must be in [0.5, 1], got {max_auc}")
-    return max(auc, 1.0 - auc) > max_auc
+    return auc > max_auc
 
 
 def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
-    """Refuse release when any attack's AUC leaves ``[1 − max_auc, max_auc]``.
+    """Refuse release when any attack's AUC exceeds ``max_auc``.
 
     Parameters
     ----------
     report : the audit report.
-    max_auc : the largest AUC tolerated (``AuditConfig.max_auc``), in [0.5, 1];
-        ``1 − max_auc`` is the smallest (see :func:`auc_leaks`).
+    max_auc : the largest AUC tolerated (``AuditConfig.max_auc``), in [0.5, 1].
 
     Returns
     -------
@@ -386,7 +386,7 @@ def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
     if not report.results:
         raise ValueError("the report has no attack results")
     reasons = [
-        f"{name}: AUC {r.auc:.3f} outside [{1 - max_auc:.3f}, {max_auc:.3f}]"
+        f"{name}: AUC {r.auc:.3f} > {max_auc:.3f}"
         for name, r in sorted(report.results.items())
         if auc_leaks(r.auc, max_auc)
     ]

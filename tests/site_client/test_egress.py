@@ -116,7 +116,8 @@ def test_a_classifier_leaves_only_with_the_sites_opt_in(request_msg):
 def test_gate_refusal_carries_reasons_and_no_tensor(request_msg):
     from site_client.egress import refusal_reply
 
-    reason = "logan_wb: AUC 0.900 outside [0.400, 0.600]"
-    reply = refusal_reply(request_msg, "site-a", [reason], {"gate-allowed": 0.0})
+    reply = refusal_reply(
+        request_msg, "site-a", ["logan_wb: AUC 0.900 > 0.600"], {"gate-allowed": 0.0}
+    )
     assert set(reply.content) == {"refusal", "metrics"}
-    assert reply.content["refusal"]["reasons"] == reason
+    assert reply.content["refusal"]["reasons"] == "logan_wb: AUC 0.900 > 0.600"
