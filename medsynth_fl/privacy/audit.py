@@ -364,9 +364,8 @@ def auc_leaks(auc: float, max_auc: float) -> bool:
     One-sided on purpose (docs/decisions.md): a two-sided range would also
     refuse a site whose small non-member set puts an attack below 0.5 by
     chance, and the attacks are built so that a leak raises the AUC.
+    ``max_auc`` is in [0.5, 1]: ``AuditConfig`` and :func:`release_gate` check it.
     """
-    if not 0.5 <= max_auc <= 1.0:
-        raise ValueError(f"max_auc must be in [0.5, 1], got {max_auc}")
     return auc > max_auc
 
 
@@ -383,6 +382,8 @@ def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
     GateDecision
         ``allowed`` and the reasons for a refusal, naming each attack.
     """
+    if not 0.5 <= max_auc <= 1.0:
+        raise ValueError(f"max_auc must be in [0.5, 1], got {max_auc}")
     if not report.results:
         raise ValueError("the report has no attack results")
     reasons = [
