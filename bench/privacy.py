@@ -3,8 +3,10 @@
 1. MedSynth: a generator condensed with the cpu preset on one centre's FLamby
    train fold (members); its test fold (lesion-safe) are the non-members.
 2. Positive control: a generator deliberately overfit on a tiny set (128 train
-   images of the same centre, phase I only, no augmentation, many epochs, five
-   critic updates per step); non-members: 128 test images of the centre.
+   images of the same centre): phase I only with the unregularised LSGAN
+   objective that seed 004 shows memorising (no gradient penalty), no
+   augmentation, 100 epochs, two critic updates per step; non-members: 128
+   test images of the centre.
 
 Every attack (white-box LOGAN with the site's critic, black-box LOGAN, latent
 recovery with φ = identity and φ = a feature network, nearest-neighbour and
@@ -44,9 +46,11 @@ ATTACK_OVERRIDES = [
     "audit.encoder_steps=400",
     "audit.max_candidates=1000",
 ]
-CONTROL_OVERRIDES = [  # overfit on purpose: phase I only, no augmentation, long
-    "phase1.epochs=150",
-    "phase1.n_critic=5",
+CONTROL_OVERRIDES = [  # overfit on purpose: unregularised LSGAN, phase I only
+    "phase1.loss=lsgan",
+    "phase1.lambda_gp=0",
+    "phase1.epochs=100",
+    "phase1.n_critic=2",
     "phase1.augment=false",
     "phase1.class_sampling=natural",
     "phase2.epochs=0",

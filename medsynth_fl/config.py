@@ -69,6 +69,9 @@ class CriticConfig(_Section):
     spectral_norm: bool = False  # WGAN-GP already constrains the critic
 
 
+GanLoss = Literal["wgan-gp", "lsgan"]
+
+
 class Phase1Config(_Section):
     """WGAN-GP pre-training, eqs. (2)-(3)."""
 
@@ -79,6 +82,8 @@ class Phase1Config(_Section):
     beta2: float = Field(0.999, ge=0, lt=1)
     n_critic: int = Field(5, ge=1)
     lambda_gp: float = Field(10.0, ge=0)
+    # lsgan: the unregularised objective that memorises (positive control only)
+    loss: GanLoss = "wgan-gp"
     class_sampling: Literal["natural", "sqrt", "balanced"] = "sqrt"
     augment: bool = (
         True  # flips/90° rotations of real batches (False: positive control)

@@ -192,6 +192,7 @@ class Condenser:
                 p1.n_critic,
                 p1.lambda_gp,
                 p1.augment,
+                p1.loss,
             ),
         )
 
@@ -201,7 +202,11 @@ class Condenser:
     def _phase2(self, ctx: LoopContext, start: int) -> None:
         p2 = self.cfg.phase2
         task = LogitMatchingTask(
-            self.gan.generator, self.teacher.model, self.gan.critic, p2.lambda_g
+            self.gan.generator,
+            self.teacher.model,
+            self.gan.critic,
+            p2.lambda_g,
+            self.cfg.phase1.loss,
         )
         task.prepare_distributed(self.info)
         gan = GanModels(task.generator, self.gan.critic, self.opt_g2, self.gan.opt_d)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import GanLoss
 from ..models.vit import vit_logits
 from .batches import BatchSampler, dihedral_augment
 from .distributed import DistInfo, unwrap, wrap_ddp
@@ -29,6 +30,7 @@ class LogitMatchingTask(nn.Module):
     teacher : the site's fine-tuned ViT (frozen here).
     critic : the phase-I critic, giving the adversarial term L_g.
     lambda_g : weight λ of L_g in eq. (5).
+    loss : the adversarial objective of phase I, which L_g keeps.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class LogitMatchingTask(nn.Module):
         teacher: nn.Module,
         critic: nn.Module,
         lambda_g: float,
+        loss: GanLoss = "wgan-gp",
     ):
         super().__init__()
         if lambda_g < 0:
@@ -45,6 +48,7 @@ class LogitMatchingTask(nn.Module):
         self.teacher = teacher.eval().requires_grad_(False)
         self.critic = critic
         self.lambda_g = lambda_g
+        self.loss = loss
 
     def prepare_distributed(self, info: DistInfo) -> None:
         """Wrap only the generator in DDP; the teacher stays frozen and local."""
@@ -59,7 +63,7 @@ class LogitMatchingTask(nn.Module):
         with torch.no_grad():
             target = vit_logits(self.teacher, real)
         loss_n = F.mse_loss(vit_logits(self.teacher, synthetic), target)
-        loss_g = adversarial_loss(self.critic, synthetic, labels)
+        loss_g = adversarial_loss(self.critic, synthetic, labels, self.loss)
         return {
             "loss": loss_n + self.lambda_g * loss_g,
             "loss/n": loss_n.detach(),
@@ -81,8 +85,8 @@ def phase2_step(
     """One generator update on ``L_total``, then ``critic_steps`` critic updates.
 
     The critic keeps training on the fine-tuned generator's samples so that
-    L_g stays a meaningful Wasserstein estimate instead of a fixed target the
-    generator could exploit.
+    L_g stays a meaningful estimate (for WGAN-GP, of the Wasserstein distance)
+    instead of a fixed target the generator could exploit.
     """
     gen = unwrap(task.generator)
     real, labels = sampler.draw(np_rng, batch_size)
@@ -101,7 +105,14 @@ def phase2_step(
     for _ in range(critic_steps):
         logs.update(
             critic_update(
-                gan.critic, gan.opt_d, real, fake, labels, lambda_gp, torch_rng
+                gan.critic,
+                gan.opt_d,
+                real,
+                fake,
+                labels,
+                lambda_gp,
+                torch_rng,
+                task.loss,
             )
         )
     return logs

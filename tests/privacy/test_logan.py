@@ -87,26 +87,27 @@ def test_shadow_critic_is_our_critic_in_eval_mode(bright_shadow_critic):
     )
 
 
-def test_positive_control_overfit_critic_gives_white_box_accuracy_above_chance():
-    # 16 training and 16 held-out images, all smooth 4×4 fields like the
-    # generator's own noise canvas: the generator matches the distribution early,
-    # so the critic can only tell members by memorising them. 175 phase-I steps
-    # of 5 critic updates overfit it. Measured (seed 1, one thread): accuracy
-    # 0.875 and AUC 0.91-0.93 at every check from step 175 to 250; at 200 steps
-    # seeds 0-4 gave accuracy 0.69-0.875 and AUC 0.78-0.93.
+def test_positive_control_overfit_critic_is_caught_by_the_white_box_attack():
+    # The benchmark's control in small: 16 training and 16 held-out images, all
+    # smooth 4×4 fields like the generator's own noise canvas, so the critic can
+    # only tell members by memorising them; the unregularised LSGAN objective
+    # (no gradient penalty, 2 critic updates per step) lets it. Measured (one
+    # thread): accuracy 1.0 at step 75 for seeds 0-4 (0.69-0.94 at step 25).
     torch.manual_seed(1)
     g = AttentionGenerator(16, 1, ngf=4, embed_dim=4, n_res_blocks=1)
     low = torch.randn(32, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     x = torch.tanh(F.interpolate(low, size=16, mode="bilinear"))
     members, nonmembers, y = x[:16], x[16:], torch.zeros(16, dtype=torch.long)
     d = Critic(16, 1, ndf=8, fc_hidden=32)
-    adam = lambda m: torch.optim.Adam(m.parameters(), 1e-3)  # noqa: E731
+    adam = lambda m: torch.optim.Adam(m.parameters(), 1e-3, betas=(0.5, 0.999))  # noqa: E731
     gan = GanModels(g, d, adam(g), adam(d))
     sampler = BatchSampler(members, y, 1)
     np_rng, torch_rng = np.random.default_rng(1), torch.Generator().manual_seed(2)
-    for _ in range(175):
-        phase1_step(gan, sampler, np_rng, torch_rng, 16, n_critic=5, lambda_gp=10.0)
+    for _ in range(75):
+        phase1_step(
+            gan, sampler, np_rng, torch_rng, 16, 2, 0.0, augment=False, loss="lsgan"
+        )
 
     r = white_box(d, members, nonmembers)
 
-    assert r.acc >= 0.75 and r.auc >= 0.8, (r.acc, r.auc)
+    assert r.acc >= 0.9 and r.auc >= 0.9, (r.acc, r.auc)  # the target

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -8,6 +9,7 @@ from medsynth_fl.training.batches import BatchSampler
 from medsynth_fl.training.phase1_wgan import (
     GanModels,
     critic_loss,
+    critic_update,
     generator_loss,
     gradient_penalty,
     interpolate,
@@ -46,6 +48,33 @@ def test_wasserstein_losses_signs():
     real, fake = torch.tensor([2.0, 4.0]), torch.tensor([1.0, 1.0])
     assert critic_loss(real, fake).item() == -2.0  # E[F(s)] − E[F(x)]
     assert generator_loss(fake).item() == -1.0
+
+
+def test_least_squares_losses_match_hand_computation():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0])
+    # ½·mean((1−1)², (3−1)²) + ½·mean(0², 2²) = 1 + 1
+    assert critic_loss(real, fake, "lsgan").item() == 2.0
+    assert generator_loss(fake, "lsgan").item() == 0.5  # ½·mean((0−1)², (2−1)²)
+
+
+def test_unknown_gan_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown GAN loss 'hinge'"):
+        critic_loss(torch.ones(2), torch.zeros(2), "hinge")
+
+
+def test_critic_update_without_penalty_never_builds_interpolates():
+    critic = LinearCritic(torch.tensor([[0.6, 0.8]]))
+    seen = []
+    critic.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    opt = torch.optim.SGD(critic.parameters(), lr=0.1)
+    real, fake = torch.ones(3, 1, 1, 2), -torch.ones(3, 1, 1, 2)
+    y = torch.zeros(3, dtype=torch.long)
+    logs = critic_update(critic, opt, real, fake, y, 0.0, None, "lsgan")
+    assert seen == [6] and logs["loss/critic/gp"] == 0.0
+    # F = 0.6·1 + 0.8·1 + 0.5 on reals, −1.4 + 0.5 on fakes: gap 2.8
+    assert logs["w_dist"] == pytest.approx(2.8)
+    critic_update(critic, opt, real, fake, y, 10.0, torch.Generator(), "wgan-gp")
+    assert seen[-1] == 9  # real, fake and interpolated in one pass
 
 
 def test_interpolation_is_per_sample_convex_combination():
