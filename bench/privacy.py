@@ -15,7 +15,7 @@ ROC metrics; the memorisation rate and P1(D) (task accuracy of a ViT trained on
 the generator's IPC-50 condensed set) are reported. The attack models are
 trained harder than the cpu preset's in-federation audit (see ATTACK_OVERRIDES).
 
-    python bench/privacy.py                   # ~50 min on 2 cores; resumable
+    python bench/privacy.py                   # ~40 min on 2 cores; resumable
 """
 
 from __future__ import annotations
