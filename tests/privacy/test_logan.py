@@ -5,14 +5,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medsynth_fl.data.imageset import images_from_tensor
 from medsynth_fl.models import AttentionGenerator, Critic
 from medsynth_fl.privacy.attacks import logan
+from medsynth_fl.privacy.audit import (
+    build_generator_only_attacks,
+    release_gate,
+    run_audit,
+)
 from medsynth_fl.privacy.metrics import evaluate_attack
 from medsynth_fl.privacy.signals import critic_scores
 from medsynth_fl.training.batches import BatchSampler
 from medsynth_fl.training.phase1_wgan import GanModels, phase1_step
 
-from .fakes import MemorisingCritic, RandomLinearCritic, image_set, uniform_images
+from .fakes import (
+    MemorisingCritic,
+    RandomLinearCritic,
+    image_set,
+    tiny_audit_cfg,
+    uniform_images,
+)
 
 
 def white_box(critic, members, nonmembers):
@@ -87,16 +99,26 @@ def test_shadow_critic_is_our_critic_in_eval_mode(bright_shadow_critic):
     )
 
 
-def test_positive_control_overfit_critic_is_caught_by_the_white_box_attack():
-    # The benchmark's control in small: 16 training and 16 held-out images, all
-    # smooth 4×4 fields like the generator's own noise canvas, so the critic can
-    # only tell members by memorising them; the unregularised LSGAN objective
-    # (no gradient penalty, 2 critic updates per step) lets it. Measured (one
-    # thread): accuracy 1.0 at step 75 for seeds 0-4 (0.69-0.94 at step 25).
+@pytest.fixture(scope="module")
+def overfit_control():
+    """The benchmark's positive control in small.
+
+    Returns (generator, critic, members, non-members). 16 training and 16
+    held-out images, all smooth 4×4 fields like the generator's own noise
+    canvas, so the critic can only tell members by memorising them; the
+    unregularised LSGAN objective (no gradient penalty, 2 critic updates per
+    step) lets it. Measured (one thread): white-box accuracy 1.0 at step 75
+    for seeds 0-4 (0.69-0.94 at step 25), and the default gate refused all
+    five, naming logan_wb.
+    """
     torch.manual_seed(1)
     g = AttentionGenerator(16, 1, ngf=4, embed_dim=4, n_res_blocks=1)
     low = torch.randn(32, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    x = torch.tanh(F.interpolate(low, size=16, mode="bilinear"))
+    # Through uint8 and back, as images reach the critic from an ImageSet.
+    x = image_set(
+        images_from_tensor(torch.tanh(F.interpolate(low, size=16, mode="bilinear"))),
+        classes=("x",),
+    ).to_tensors()[0]
     members, nonmembers, y = x[:16], x[16:], torch.zeros(16, dtype=torch.long)
     d = Critic(16, 1, ndf=8, fc_hidden=32)
     adam = lambda m: torch.optim.Adam(m.parameters(), 1e-3, betas=(0.5, 0.999))  # noqa: E731
@@ -107,7 +129,30 @@ def test_positive_control_overfit_critic_is_caught_by_the_white_box_attack():
         phase1_step(
             gan, sampler, np_rng, torch_rng, 16, 2, 0.0, augment=False, loss="lsgan"
         )
+    return g.eval(), d.eval(), members, nonmembers
 
-    r = white_box(d, members, nonmembers)
+
+def test_positive_control_overfit_critic_is_caught_by_the_white_box_attack(
+    overfit_control,
+):
+    _, critic, members, nonmembers = overfit_control
+
+    r = white_box(critic, members, nonmembers)
 
     assert r.acc >= 0.9 and r.auc >= 0.9, (r.acc, r.auc)  # the issue's target
+
+
+def test_release_gate_at_its_default_limit_withholds_the_overfit_control(
+    overfit_control,
+):
+    generator, critic, members, nonmembers = overfit_control
+    as_set = lambda x: image_set(images_from_tensor(x), classes=("x",))  # noqa: E731
+    models = build_generator_only_attacks(
+        generator, ["x"], ["x"], tiny_audit_cfg(), seed=0
+    )
+
+    report = run_audit(as_set(members), as_set(nonmembers), models, critic=critic)
+    decision = release_gate(report)  # default max_auc 0.60
+
+    assert not decision.allowed
+    assert any(reason.startswith("logan_wb: AUC") for reason in decision.reasons)
