@@ -90,16 +90,16 @@ def critic_update(
     ``w_dist`` logs the score gap ``E[F(x)] − E[F(s)]`` (for WGAN-GP, the
     Wasserstein estimate).
     """
-    penalised = lambda_gp > 0
     batch = [real, fake]
-    if penalised:
-        mixed = interpolate(real, fake, torch_rng).requires_grad_(True)
-        batch.append(mixed)
-    scores = critic(torch.cat(batch), labels.repeat(len(batch)))
-    real_s, fake_s, *mixed_s = scores.split(len(real))
-    adv = critic_loss(real_s, fake_s, loss)
-    gp = gradient_penalty(mixed_s[0], mixed) if penalised else torch.zeros(())
-    total = adv + lambda_gp * gp
+    if lambda_gp > 0:
+        batch.append(interpolate(real, fake, torch_rng).requires_grad_(True))
+    scores = critic(torch.cat(batch), labels.repeat(len(batch))).split(len(real))
+    real_s, fake_s = scores[0], scores[1]
+    total = critic_loss(real_s, fake_s, loss)
+    gp = torch.zeros(())
+    if lambda_gp > 0:
+        gp = gradient_penalty(scores[2], batch[2])
+        total = total + lambda_gp * gp
     opt.zero_grad(set_to_none=True)
     total.backward()
     opt.step()
