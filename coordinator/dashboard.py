@@ -31,22 +31,37 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _worst_audit(audit: dict[str, float]) -> str:
+    """The highest attack AUC with its 95 % interval and attack name.
+
+    E.g. ``0.523 [0.480, 0.566] (nn_embed)``; ``–`` without an audit.
+    """
+    aucs = {a: audit[f"audit/{a}/auc"] for a in ATTACKS if f"audit/{a}/auc" in audit}
+    if not aucs:
+        return "–"
+    attack = max(aucs, key=aucs.__getitem__)
+    low = audit.get(f"audit/{attack}/auc_ci95_low")
+    high = audit.get(f"audit/{attack}/auc_ci95_high")
+    interval = "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+    return f"{aucs[attack]:.3f}{interval} ({html.escape(attack)})"
+
+
 def _sites_table(store: RunStore) -> str:
     rows = []
     for s in store.sites():
         audit = store.metrics(f"audit:{s.site_id}").get(f"audit:{s.site_id}", {})
-        worst = max((audit.get(f"audit/{a}/auc", 0.0) for a in ATTACKS), default=None)
         local = store.metrics(f"site:{s.site_id}").get(f"site:{s.site_id}", {})
         rows.append(
             f"<tr><td>{html.escape(s.site_id or str(s.node_id))}</td>"
             f"<td class='{s.status}'>{s.status}</td><td>{html.escape(s.reason)}</td>"
             f"<td>{s.n_images}</td><td>{', '.join(s.classes_present)}</td>"
-            f"<td>{s.bytes_received:,}</td><td>{_fmt(worst if audit else None)}</td>"
+            f"<td>{s.bytes_received:,}</td><td>{_worst_audit(audit)}</td>"
             f"<td>{_fmt(local.get('bal-acc'))}</td></tr>"
         )
     head = (
         "<tr><th>site</th><th>status</th><th>reason</th><th>training images</th>"
-        "<th>classes contributed</th><th>bytes sent</th><th>worst audit AUC</th>"
+        "<th>classes contributed</th><th>bytes sent</th>"
+        "<th>worst audit AUC [95% CI]</th>"
         "<th>shared ViT bal. acc. at the site</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"

@@ -275,11 +275,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
     plot_roc(
         report.results, out / "roc.png", title=f"membership inference: {m.site_id}"
     )
-    print(f"{'attack':>18} {'acc':>6} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>8}")
+    print(
+        f"{'attack':>18} {'acc':>6} {'AUC [95% CI]':>21} "
+        f"{'TPR@1%FPR [95% CI]':>21} {'TPR@0.1%':>8}"
+    )
     for name, r in sorted(report.results.items()):
         print(
-            f"{name:>18} {r.acc:6.3f} {r.auc:6.3f} "
-            f"{r.tpr_at_1pct_fpr:7.3f} {r.tpr_at_0_1pct_fpr:8.3f}"
+            f"{name:>18} {r.acc:6.3f} {_with_interval(r.auc, r.auc_ci)} "
+            f"{_with_interval(r.tpr_at_1pct_fpr, r.tpr_at_1pct_fpr_ci)} "
+            f"{r.tpr_at_0_1pct_fpr:8.3f}"
         )
     print(
         "memorisation rate: "
@@ -293,6 +297,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(f"gate (max AUC {cfg.audit.max_auc}): {verdict}")
     print(f"report: {out / 'audit.json'}, ROC plot: {out / 'roc.png'}")
     return 0
+
+
+def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    """``0.523 [0.490, 0.556]``, or the value alone when no interval was computed."""
+    if interval is None:
+        return f"{value:21.3f}"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 # -- verify -------------------------------------------------------------------

@@ -38,6 +38,8 @@ AUDIT_METRIC_SUFFIXES = (
     "/p1d",
     "/pixel",
     "/embed",
+    "_ci95_low",  # bounds of the bootstrap intervals of AUC and TPR
+    "_ci95_high",
 )
 MAX_REASON_CHARS = 2000
 

@@ -26,6 +26,8 @@ SUMMARY_FIELDS = {
     "tpr_at_1pct_fpr": "tpr@1fpr",
     "tpr_at_0_1pct_fpr": "tpr@0.1fpr",
 }
+# The 95 % bootstrap interval of each summary metric that has one.
+INTERVAL_FIELDS = {f"{field}_ci": field for field in list(SUMMARY_FIELDS)[1:]}
 
 
 def _plain(value: float | None) -> float | None:
@@ -52,7 +54,8 @@ def result_to_dict(result: AttackResult, include_roc: bool = True) -> dict[str, 
     Returns
     -------
     dict
-        Name, sizes, summary metrics and optionally the ROC points.
+        Name, sizes, summary metrics, their 95 % intervals as ``ci95``
+        (``{metric: [low, high]}``, when computed) and optionally the ROC.
     """
     out: dict[str, Any] = {
         "name": result.name,
@@ -60,6 +63,13 @@ def result_to_dict(result: AttackResult, include_roc: bool = True) -> dict[str, 
         "n_nonmembers": int(result.n_nonmembers),
     }
     out |= {f: _plain(getattr(result, f)) for f in SUMMARY_FIELDS}
+    intervals = {
+        metric: [_plain(bound) for bound in interval]
+        for field, metric in INTERVAL_FIELDS.items()
+        if (interval := getattr(result, field)) is not None
+    }
+    if intervals:
+        out["ci95"] = intervals
     if include_roc:
         out["roc"] = {"fpr": _curve(result.fpr), "tpr": _curve(result.tpr)}
     return out
@@ -114,6 +124,11 @@ def audit_metrics(report: AuditReport) -> dict[str, float]:
     for name, r in report.results.items():
         for field_name, short in SUMMARY_FIELDS.items():
             metrics[f"audit/{name}/{short}"] = _plain(getattr(r, field_name))
+        for field_name, metric in INTERVAL_FIELDS.items():
+            if (interval := getattr(r, field_name)) is not None:
+                short = SUMMARY_FIELDS[metric]
+                metrics[f"audit/{name}/{short}_ci95_low"] = _plain(interval[0])
+                metrics[f"audit/{name}/{short}_ci95_high"] = _plain(interval[1])
     for name, value in report.p1d.items():
         metrics[f"audit/{name}/p1d"] = _plain(value)
     for space, rate in report.memorization.items():

@@ -142,7 +142,9 @@ def test_audit_writes_report_and_roc(condensed_run, capsys):
     assert code == 0
     report = json.loads((root / "audit" / "audit.json").read_text())
     assert "logan_wb" in report["attacks"] and "gate" in report
+    assert "ci95" in report["attacks"]["logan_wb"]
     assert (root / "audit" / "roc.png").stat().st_size > 1000
+    assert "TPR@1%FPR [95% CI]" in capsys.readouterr().out
 
 
 def test_tampered_package_is_refused_with_exit_code_2(condensed_run, tmp_path, capsys):

@@ -4,6 +4,7 @@ Persistence, resume, failures.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,8 @@ def test_round_collects_verifies_samples_trains_and_evaluates(run_config):
     assert json.loads((store.dir / "summary.json").read_text())["run_id"] == "test-run"
     page = (store.dir / "dashboard.html").read_text()
     assert "HAM_vidir_molemax" in page and "data:image/png;base64," in page
+    # each accepted site's worst federated-audit AUC, with its 95 % interval
+    assert len(re.findall(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(\w+\)", page)) == 4
     assert all(s["bytes_received"] > 0 for s in accepted)
 
 

@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from medsynth_fl.privacy.metrics import (
     algorithm1_accuracy,
     balanced_subsample,
     evaluate_attack,
     p1d,
+    rank_metrics,
     tpr_at_fpr,
 )
 
@@ -118,3 +119,48 @@ def test_bad_accuracies_and_targets_are_refused():
         p1d(0.5, -0.1)
     with pytest.raises(ValueError):
         tpr_at_fpr(np.array([0.0]), np.array([0.0]), 2.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_metrics_agree_with_scikit_learn_ties_included(seed):
+    # Scores rounded to one decimal: many ties within and across the sides.
+    rng = np.random.default_rng(seed)
+    members = np.round(rng.normal(0.3, 1.0, 300), 1)
+    nonmembers = np.round(rng.normal(0.0, 1.0, 1500), 1)
+    y = np.r_[np.ones(300), np.zeros(1500)]
+    fpr, tpr, _ = roc_curve(y, np.r_[members, nonmembers])
+
+    auc, tpr1, tpr01 = rank_metrics(members, nonmembers)
+
+    assert auc == pytest.approx(roc_auc_score(y, np.r_[members, nonmembers]))
+    assert tpr1 == pytest.approx(tpr_at_fpr(fpr, tpr, 0.01))
+    assert tpr01 == pytest.approx(tpr_at_fpr(fpr, tpr, 0.001))
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_narrow_with_more_scores():
+    rng = np.random.default_rng(0)
+    small = evaluate_attack("small", rng.normal(size=200), rng.normal(size=200))
+    large = evaluate_attack("large", rng.normal(size=4000), rng.normal(size=4000))
+
+    for r in (small, large):
+        for value, (low, high) in (
+            (r.auc, r.auc_ci),
+            (r.tpr_at_1pct_fpr, r.tpr_at_1pct_fpr_ci),
+            (r.tpr_at_0_1pct_fpr, r.tpr_at_0_1pct_fpr_ci),
+        ):
+            assert low <= value <= high
+        assert r.auc_ci[0] < 0.5 < r.auc_ci[1]  # a chance attack: 0.5 inside
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(large.auc_ci) < width(small.auc_ci) / 3  # ~1/√20 as wide
+    again = evaluate_attack("small", *np.random.default_rng(0).normal(size=(2, 200)))
+    assert again.auc_ci == small.auc_ci  # seeded: reproducible
+
+
+def test_bootstrap_intervals_of_a_perfect_attack_and_of_too_few_scores():
+    perfect = evaluate_attack("perfect", np.full(20, 3.0), np.zeros(20))
+    assert perfect.auc_ci == perfect.tpr_at_1pct_fpr_ci == (1.0, 1.0)
+
+    single = evaluate_attack("single", np.array([1.0, 2.0]), np.array([0.0]))
+    skipped = evaluate_attack("skip", np.ones(5), np.zeros(5), n_bootstrap=0)
+    for r in (single, skipped):
+        assert r.auc_ci is r.tpr_at_1pct_fpr_ci is r.tpr_at_0_1pct_fpr_ci is None

@@ -50,6 +50,8 @@ def test_json_has_plain_floats_and_no_nan(report, tmp_path):
     assert wb["auc"] == pytest.approx(report.results["logan_wb"].auc)
     assert (wb["n_members"], wb["n_nonmembers"]) == (50, 60)
     assert len(wb["roc"]["fpr"]) == len(report.results["logan_wb"].fpr)
+    assert wb["ci95"]["auc"] == list(report.results["logan_wb"].auc_ci)
+    assert set(wb["ci95"]) == {"auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr"}
     assert data["memorization"] == {"pixel": 0.25, "embed": None}
     assert data["memorization_threshold"] == {"pixel": 3.5, "embed": None}
     assert data["gate"] == {"allowed": False, "reasons": gate.reasons}
@@ -77,6 +79,9 @@ def test_flat_metric_names_are_hierarchical_and_finite(report):
     assert (
         "audit/nn_pixel/tpr@1fpr" in metrics and "audit/nn_pixel/tpr@0.1fpr" in metrics
     )
+    low, high = report.results["logan_wb"].tpr_at_1pct_fpr_ci
+    assert metrics["audit/logan_wb/tpr@1fpr_ci95_low"] == low
+    assert metrics["audit/logan_wb/tpr@1fpr_ci95_high"] == high
     assert metrics["audit/logan_wb/p1d"] == 0.6
     assert metrics["audit/memorization/pixel"] == 0.25
     assert "audit/memorization/embed" not in metrics  # NaN is left out

@@ -8,6 +8,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from medsynth_fl.privacy import AuditReport, audit_metrics, evaluate_attack
 from site_client.egress import EgressViolation, metrics_reply, package_reply
 
 from ..package.test_package import make_package
@@ -121,3 +122,22 @@ def test_gate_refusal_carries_reasons_and_no_tensor(request_msg):
     )
     assert set(reply.content) == {"refusal", "metrics"}
     assert reply.content["refusal"]["reasons"] == "logan_wb: AUC 0.900 > 0.600"
+
+
+def test_every_metric_of_an_audit_report_may_leave(request_msg):
+    # The audit's flat metrics (intervals included) are aggregates: the whitelist
+    # must let all of them out, or a site's audit reply would fail at egress.
+    rng = np.random.default_rng(0)
+    report = AuditReport(
+        results={"logan_wb": evaluate_attack("logan_wb", *rng.normal(size=(2, 30)))},
+        memorization={"pixel": 0.0, "embed": 0.0},
+        memorization_threshold={"pixel": 1.0, "embed": 1.0},
+        task_accuracy=0.5,
+        p1d={"logan_wb": 0.5},
+    )
+    metrics = audit_metrics(report)
+
+    reply = metrics_reply(request_msg, metrics)
+
+    assert "audit/logan_wb/auc_ci95_high" in metrics
+    assert set(reply.content["metrics"]) == set(metrics)
