@@ -2,6 +2,9 @@
 
 1. MedSynth: a generator condensed with the cpu preset on one centre's FLamby
    train fold (members); its test fold (lesion-safe) are the non-members.
+   HAM_rosendahl (the headline, ``medsynth``) keeps 229 such non-members, so
+   its 1 % FPR threshold rests on two of them; the same audit on
+   HAM_vidir_molemax (791 non-members) is a second, less noisy reading.
 2. Positive control: a generator deliberately overfit on a tiny set (128 train
    images of the same centre): phase I only with the unregularised LSGAN
    objective that seed 004 shows memorising (no gradient penalty), no
@@ -11,11 +14,12 @@
 Every attack (white-box LOGAN with the site's critic, black-box LOGAN, latent
 recovery with φ = identity and φ = a feature network, nearest-neighbour and
 density attacks in pixels and in an embedding) is scored with Algorithm 1 and
-ROC metrics; the memorisation rate and P1(D) (task accuracy of a ViT trained on
-the generator's IPC-50 condensed set) are reported. The attack models are
+ROC metrics, with 95 % bootstrap intervals; the memorisation rate and P1(D)
+(task accuracy of a ViT trained on the generator's IPC-50 condensed set) are
+reported. The attack models are
 trained harder than the cpu preset's in-federation audit (see ATTACK_OVERRIDES).
 
-    python bench/privacy.py                   # ~40 min on 2 cores; resumable
+    python bench/privacy.py                   # ~70 min on 2 cores; resumable
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from medsynth_fl.data.imageset import ImageSet  # noqa: E402
 from medsynth_fl.runinfo import machine_description  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
+CACHE_VERSION = 2  # 2: bootstrap intervals and balanced task accuracy
 ATTACK_OVERRIDES = [
     "audit.n_generated=2000",
     "audit.shadow_steps=400",
@@ -77,10 +82,12 @@ def condense(cfg: Config, train: ImageSet, out: Path):
     )
 
 
-def task_accuracy(pkg, cfg: Config, test: ImageSet) -> float:
-    """Accuracy of the downstream ViT.
+def task_accuracy(pkg, cfg: Config, test: ImageSet) -> tuple[float, float]:
+    """Accuracy and balanced accuracy of the downstream ViT.
 
-    The ViT is trained on the generator's IPC-50 condensed set.
+    The ViT is trained on the generator's IPC-50 condensed set. P1(D) takes the
+    accuracy, as seed 001 defines it; the balanced accuracy says how much of it
+    is the majority class (HAM_vidir_molemax is 94 % NV).
     """
     from medsynth_fl.evaluation import evaluate_classifier
     from medsynth_fl.sampling import sample_condensed_set
@@ -90,7 +97,8 @@ def task_accuracy(pkg, cfg: Config, test: ImageSet) -> float:
     data = sample_condensed_set(
         pkg.build_generator(), list(m.class_names), list(m.classes_present), 50, seed=0
     )
-    return evaluate_classifier(train_classifier(data, cfg.classifier, seed=0), test).acc
+    ev = evaluate_classifier(train_classifier(data, cfg.classifier, seed=0), test)
+    return ev.acc, ev.bal_acc
 
 
 def cached_audit(pkg, out: Path) -> dict | None:
@@ -100,6 +108,8 @@ def cached_audit(pkg, out: Path) -> dict | None:
         return None
     saved = json.loads(cache.read_text())
     if saved.get("package_sha256") != pkg.manifest.weights.sha256:
+        return None
+    if saved.get("version") != CACHE_VERSION:
         return None
     log.info("reusing the audit of %s (same package weights)", out.name)
     return saved["result"]
@@ -111,11 +121,12 @@ def audit(
     members: ImageSet,
     nonmembers: ImageSet,
     cfg: Config,
-    acc: float | None,
+    task: tuple[float, float] | None,
     out: Path,
 ) -> dict:
     """Build the generator-only attacks and run every attack.
 
+    ``task`` is the downstream ViT's (accuracy, balanced accuracy), for P1(D).
     Write the report, the ROC plot and a cache keyed by the package's weights
     hash, so that a resumed benchmark does not audit the same generator twice.
     """
@@ -127,6 +138,9 @@ def audit(
         run_audit,
         write_report_json,
     )
+    from medsynth_fl.privacy.report import result_to_dict
+
+    acc, balanced_acc = task if task is not None else (None, None)
 
     models = build_package_attacks(pkg, cfg.audit, cfg.training.seed)
     report = run_audit(
@@ -141,14 +155,7 @@ def audit(
     write_report_json(report, out / "audit.json")
     plot_roc(report.results, out / "roc.png", title=out.name)
     attacks = {
-        name: {
-            "acc": r.acc,
-            "auc": r.auc,
-            "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr,
-            "tpr_at_0_1pct_fpr": r.tpr_at_0_1pct_fpr,
-            "n_members": r.n_members,
-            "n_nonmembers": r.n_nonmembers,
-        }
+        name: result_to_dict(r, include_roc=False)
         for name, r in sorted(report.results.items())
     }
     result = {
@@ -156,17 +163,92 @@ def audit(
         "memorization": report.memorization,
         "p1d": report.p1d,
         "task_accuracy": acc,
+        "task_balanced_accuracy": balanced_acc,
     }
     (out / "bench_audit.json").write_text(
-        json.dumps({"package_sha256": pkg.manifest.weights.sha256, "result": result})
+        json.dumps(
+            {
+                "package_sha256": pkg.manifest.weights.sha256,
+                "version": CACHE_VERSION,
+                "result": result,
+            }
+        )
     )
     return result
+
+
+def shard_overrides(shared: str, center: str) -> list[str]:
+    """Config overrides that read one centre of the shared 64 px shards."""
+    return [
+        "data.source=shards",
+        f"data.path={json.dumps(str(Path(shared).resolve()))}",
+        "data.image_size=64",
+        f"data.centers=[{center}]",
+        "data.empty_class=skip",
+    ]
+
+
+def audit_medsynth(preset: str, shared: str, center: str, work: Path) -> dict:
+    """Condense one centre's train fold with ``preset`` and audit the generator.
+
+    Members: the centre's FLamby train fold; non-members: its test fold less
+    the lesions also photographed in the train fold.
+    """
+    cfg = load_config(preset, shard_overrides(shared, center) + ATTACK_OVERRIDES)
+    train, test = load_train_test(cfg.data)
+    log.info(
+        "%s: %d members (train fold), %d non-members (test fold)",
+        center,
+        len(train),
+        len(test),
+    )
+    t0 = time.monotonic()
+    pkg, critic = condense(cfg, train, work)
+    seconds = time.monotonic() - t0
+    result = cached_audit(pkg, work)
+    if result is None:
+        task = task_accuracy(pkg, cfg, test)
+        result = audit(pkg, critic, train, test, cfg, task, work)
+    return result | {
+        "center": center,
+        "members": len(train),
+        "nonmembers": len(test),
+        "condense_seconds": round(seconds, 1),
+    }
+
+
+def targets(attacks: dict) -> dict:
+    """The issue's MedSynth targets on one audit: the worst attack's figures."""
+    worst_auc = max(attacks, key=lambda name: attacks[name]["auc"])
+    worst_tpr = max(attacks, key=lambda name: attacks[name]["tpr_at_1pct_fpr"])
+    return {
+        "max_auc": attacks[worst_auc]["auc"],
+        "max_auc_attack": worst_auc,
+        "max_auc_ci95": attacks[worst_auc]["ci95"]["auc"],
+        "max_tpr_at_1pct_fpr": attacks[worst_tpr]["tpr_at_1pct_fpr"],
+        "max_tpr_attack": worst_tpr,
+        "max_tpr_at_1pct_fpr_ci95": attacks[worst_tpr]["ci95"]["tpr_at_1pct_fpr"],
+        "met": all(
+            a["auc"] <= 0.55 and a["tpr_at_1pct_fpr"] <= 0.02 for a in attacks.values()
+        ),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--center", default="HAM_rosendahl")
+    parser.add_argument(
+        "--center",
+        default="HAM_rosendahl",
+        help="centre of the headline audit and of the positive control",
+    )
+    parser.add_argument(
+        "--pool-center",
+        default="HAM_vidir_molemax",
+        help="second MedSynth audit on the centre with the most lesion-clean "
+        "non-members (791: a 1%% FPR threshold on ~8 of them, not ~2); "
+        "'none' skips it",
+    )
     parser.add_argument("--control-images", type=int, default=128)
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--work", default=str(REPO / "runs" / "bench" / "privacy"))
@@ -178,32 +260,17 @@ def main() -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     t_start = time.monotonic()
-    data = [
-        "data.source=shards",
-        f"data.path={json.dumps(str(Path(args.shared).resolve()))}",
-        "data.image_size=64",
-        f"data.centers=[{args.center}]",
-        "data.empty_class=skip",
-    ]
-    cfg = load_config(args.preset, data + ATTACK_OVERRIDES)
-    train, test = load_train_test(cfg.data)
     work = Path(args.work)
-    log.info(
-        "%s: %d members (train fold), %d non-members (test fold)",
-        args.center,
-        len(train),
-        len(test),
-    )
+    medsynth = audit_medsynth(args.preset, args.shared, args.center, work / "medsynth")
+    by_center = {args.center: medsynth}
+    if args.pool_center != "none":
+        by_center[args.pool_center] = audit_medsynth(
+            args.preset, args.shared, args.pool_center, work / args.pool_center
+        )
 
-    t0 = time.monotonic()
-    pkg, critic = condense(cfg, train, work / "medsynth")
-    t_condense = time.monotonic() - t0
-    medsynth = cached_audit(pkg, work / "medsynth")
-    if medsynth is None:
-        acc = task_accuracy(pkg, cfg, test)
-        medsynth = audit(pkg, critic, train, test, cfg, acc, work / "medsynth")
-    acc = medsynth["task_accuracy"]
-
+    data = shard_overrides(args.shared, args.center)
+    control_cfg = load_config(args.preset, data + ATTACK_OVERRIDES + CONTROL_OVERRIDES)
+    train, test = load_train_test(control_cfg.data)
     rng = np.random.default_rng(0)
     tiny_train = train.subset(
         np.sort(rng.choice(len(train), args.control_images, replace=False))
@@ -213,7 +280,6 @@ def main() -> int:
             rng.choice(len(test), min(args.control_images, len(test)), replace=False)
         )
     )
-    control_cfg = load_config(args.preset, data + ATTACK_OVERRIDES + CONTROL_OVERRIDES)
     t0 = time.monotonic()
     control_pkg, control_critic = condense(
         control_cfg, tiny_train, work / "overfit_control"
@@ -237,7 +303,24 @@ def main() -> int:
             "overfit_control": control["memorization"],
         },
         "p1d": medsynth["p1d"],
-        "task_accuracy": acc,
+        "task_accuracy": medsynth["task_accuracy"],
+        "medsynth_by_center": {
+            center: {
+                key: r[key]
+                for key in (
+                    "members",
+                    "nonmembers",
+                    "attacks",
+                    "memorization",
+                    "task_accuracy",
+                    "task_balanced_accuracy",
+                    "p1d",
+                    "condense_seconds",
+                )
+            }
+            | {"targets": targets(r["attacks"])}
+            for center, r in by_center.items()
+        },
         "targets": {
             "medsynth_max_auc": max(r["auc"] for r in medsynth["attacks"].values()),
             "medsynth_max_tpr_at_1pct_fpr": max(
@@ -246,12 +329,12 @@ def main() -> int:
             "control_white_box_acc": control["attacks"]["logan_wb"]["acc"],
         },
         "center": args.center,
-        "members": len(train),
-        "nonmembers": len(test),
+        "members": medsynth["members"],
+        "nonmembers": medsynth["nonmembers"],
         "control_members": len(tiny_train),
         "control_nonmembers": len(tiny_test),
         "control_steps": control_pkg.manifest.training.phase1_steps,
-        "condense_seconds": round(t_condense, 1),
+        "condense_seconds": medsynth["condense_seconds"],
         "control_seconds": round(t_control, 1),
         "seconds": round(time.monotonic() - t_start, 1),
         "machine": machine_description(),
@@ -261,22 +344,39 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False))
-    print(
-        f"{'attack':>18} {'MedSynth acc/AUC/TPR@1%':>26} {'control acc/AUC/TPR@1%':>26}"
+    print_summary(result)
+    return 0
+
+
+def _figure(a: dict | None) -> str:
+    """``acc/AUC/TPR@1% [TPR CI]`` of one attack, or ``-``."""
+    if a is None:
+        return "-"
+    low, high = a["ci95"]["tpr_at_1pct_fpr"]
+    return (
+        f"{a['acc']:.3f}/{a['auc']:.3f}/{a['tpr_at_1pct_fpr']:.3f} "
+        f"[{low:.3f},{high:.3f}]"
     )
+
+
+def print_summary(result: dict) -> None:
+    """One row per attack: every MedSynth audit and the control."""
+    columns = {
+        f"{center} ({r['nonmembers']} non-members)": r["attacks"]
+        for center, r in result["medsynth_by_center"].items()
+    } | {"control": result["overfit_control"]}
+    print("MedSynth and control: acc/AUC/TPR@1%FPR [95% CI of TPR@1%FPR]")
+    print(f"{'attack':>18} " + " ".join(f"{c[:40]:>40}" for c in columns))
     for name in sorted(result["overfit_control"]):
-        a, c = result["medsynth"].get(name), result["overfit_control"][name]
-        left = f"{a['acc']:.3f}/{a['auc']:.3f}/{a['tpr_at_1pct_fpr']:.3f}" if a else "-"
-        print(
-            f"{name:>18} {left:>26} "
-            f"{c['acc']:.3f}/{c['auc']:.3f}/{c['tpr_at_1pct_fpr']:.3f}"
-        )
+        cells = (_figure(attacks.get(name)) for attacks in columns.values())
+        print(f"{name:>18} " + " ".join(f"{c:>40}" for c in cells))
+    for center, r in result["medsynth_by_center"].items():
+        print(f"MedSynth targets on {center}: {r['targets']}")
     print(
-        f"targets: {result['targets']}  "
-        "(MedSynth AUC ≤ 0.55, TPR@1% ≤ 0.02; control white-box acc ≥ 0.9)"
+        f"control white-box acc {result['targets']['control_white_box_acc']:.3f} "
+        "(targets: MedSynth AUC ≤ 0.55, TPR@1% ≤ 0.02; control white-box acc ≥ 0.9)"
     )
     print(f"wall time {result['seconds'] / 60:.1f} min on {result['machine']}")
-    return 0
 
 
 if __name__ == "__main__":
