@@ -22,7 +22,7 @@ from torch import nn
 from medsynth_fl.config import Config
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.package import GeneratorPackage, read_package, write_package
-from medsynth_fl.privacy import auc_leaks, build_package_attacks
+from medsynth_fl.privacy import build_package_attacks, leaking_attacks
 
 from .dashboard import render_dashboard
 from .pipeline import evaluate_central, sample_site, train_shared_vit
@@ -215,8 +215,9 @@ def federated_audit(
 
     The coordinator builds the attacks it can from the generator alone and
     sends them to the site, which scores its own members against its held-out
-    images and returns aggregate metrics. A generator with any attack AUC above
-    ``audit.max_auc`` is kept out of the shared model.
+    images and returns aggregate metrics. A generator with any leaking attack
+    (AUC above ``audit.max_auc``, or its interval below ``1 − max_auc``) is kept
+    out of the shared model.
     """
     node_of = {r.site_id: r.node_id for r in store.sites("accepted")}
     todo = {
@@ -243,14 +244,13 @@ def federated_audit(
             continue
         metrics = {k: float(v) for k, v in msg.content["metrics"].items()}
         store.put_metrics(f"audit:{site}", metrics)
-        leaks = sorted(
-            k
-            for k, v in metrics.items()
-            if k.endswith("/auc") and auc_leaks(v, cfg.audit.max_auc)
-        )
+        leaks = leaking_attacks(metrics, cfg.audit.max_auc)
         if leaks:
             rec = next(r for r in store.sites("accepted") if r.site_id == site)
-            reason = f"federated audit: {', '.join(leaks)} above {cfg.audit.max_auc}"
+            reason = (
+                f"federated audit: {', '.join(leaks)} leak "
+                f"(AUC limit {cfg.audit.max_auc}, two-sided beyond chance)"
+            )
             store.record_site(
                 dataclasses.replace(rec, status="quarantined", reason=reason)
             )

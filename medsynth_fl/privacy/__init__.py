@@ -21,7 +21,13 @@ from .audit import (
 from .features import RandomConvFeatures
 from .memorization import RejectionResult, memorization_rate, reject_memorized
 from .metrics import AttackResult, evaluate_attack, p1d
-from .report import audit_metrics, plot_roc, report_to_dict, write_report_json
+from .report import (
+    audit_metrics,
+    leaking_attacks,
+    plot_roc,
+    report_to_dict,
+    write_report_json,
+)
 
 __all__ = [
     "AttackModels",
@@ -37,6 +43,7 @@ __all__ = [
     "build_package_attacks",
     "build_reference_attacks",
     "evaluate_attack",
+    "leaking_attacks",
     "memorization_rate",
     "p1d",
     "plot_roc",

@@ -358,19 +358,37 @@ class GateDecision:
     reasons: list[str]
 
 
-def auc_leaks(auc: float, max_auc: float) -> bool:
-    """Whether an attack's AUC counts as a leak: above ``max_auc``.
+def auc_leaks(
+    auc: float, max_auc: float, interval: tuple[float, float] | None = None
+) -> bool:
+    """Whether an attack's AUC counts as a leak.
 
-    One-sided on purpose (docs/decisions.md): a two-sided range would also
-    refuse a site whose small non-member set puts an attack below 0.5 by
-    chance, and the attacks are built so that a leak raises the AUC.
-    ``max_auc`` is in [0.5, 1]: ``AuditConfig`` and :func:`release_gate` check it.
+    Above ``max_auc``: the attack ranks members first. Or, given the AUC's 95 %
+    bootstrap interval, an interval wholly below ``1 − max_auc``: the attack
+    ranks members last beyond chance, and flipping its sign gives an attack
+    above ``max_auc``. The lower side needs the interval because a small
+    non-member set puts an attack far below 0.5 by chance (docs/decisions.md);
+    without one only the upper side is tested. ``max_auc`` is in [0.5, 1]:
+    ``AuditConfig`` and :func:`release_gate` check it.
     """
-    return auc > max_auc
+    if auc > max_auc:
+        return True
+    return interval is not None and interval[1] < 1.0 - max_auc
+
+
+def _leak_reason(name: str, r: AttackResult, max_auc: float) -> str:
+    """Why an attack that :func:`auc_leaks` flagged leaks, for the gate's reasons."""
+    if r.auc > max_auc:
+        return f"{name}: AUC {r.auc:.3f} > {max_auc:.3f}"
+    low, high = r.auc_ci
+    return (
+        f"{name}: AUC {r.auc:.3f}, 95 % interval [{low:.3f}, {high:.3f}] below "
+        f"{1.0 - max_auc:.3f} (members ranked last beyond chance)"
+    )
 
 
 def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
-    """Refuse release when any attack's AUC exceeds ``max_auc``.
+    """Refuse release when any attack's AUC leaks (:func:`auc_leaks`).
 
     Parameters
     ----------
@@ -387,8 +405,8 @@ def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
     if not report.results:
         raise ValueError("the report has no attack results")
     reasons = [
-        f"{name}: AUC {r.auc:.3f} > {max_auc:.3f}"
+        _leak_reason(name, r, max_auc)
         for name, r in sorted(report.results.items())
-        if auc_leaks(r.auc, max_auc)
+        if auc_leaks(r.auc, max_auc, r.auc_ci)
     ]
     return GateDecision(allowed=not reasons, reasons=reasons)

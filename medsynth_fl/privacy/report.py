@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .audit import AuditReport, GateDecision
+from .audit import AuditReport, GateDecision, auc_leaks
 from .metrics import AttackResult
 
 SUMMARY_FIELDS = {
@@ -134,6 +134,34 @@ def audit_metrics(report: AuditReport) -> dict[str, float]:
     for space, rate in report.memorization.items():
         metrics[f"audit/memorization/{space}"] = _plain(rate)
     return {k: v for k, v in metrics.items() if v is not None}
+
+
+def leaking_attacks(metrics: dict[str, float], max_auc: float) -> list[str]:
+    """The attacks whose flat audit metrics leak, by :func:`auc_leaks`.
+
+    Reads what :func:`audit_metrics` wrote (the coordinator gets only these):
+    ``audit/<attack>/auc`` and, when present, its ``auc_ci95_low/high``.
+
+    Parameters
+    ----------
+    metrics : flat audit metrics of one site.
+    max_auc : the largest AUC tolerated.
+
+    Returns
+    -------
+    list of str
+        Sorted attack names.
+    """
+    leaks = []
+    for key, auc in metrics.items():
+        if not (key.startswith("audit/") and key.endswith("/auc")):
+            continue
+        prefix = key.removesuffix("/auc")
+        low, high = (metrics.get(f"{prefix}/auc_ci95_{b}") for b in ("low", "high"))
+        interval = None if low is None or high is None else (low, high)
+        if auc_leaks(auc, max_auc, interval):
+            leaks.append(prefix.removeprefix("audit/"))
+    return sorted(leaks)
 
 
 def write_report_json(

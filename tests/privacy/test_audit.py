@@ -10,12 +10,14 @@ from medsynth_fl.models import AttentionGenerator, Critic
 from medsynth_fl.privacy.attack_models import AttackModels, AttackStateError
 from medsynth_fl.privacy.audit import (
     AuditReport,
+    auc_leaks,
     build_generator_only_attacks,
     release_gate,
     run_audit,
     score_candidates,
 )
 from medsynth_fl.privacy.metrics import evaluate_attack
+from medsynth_fl.privacy.report import audit_metrics, leaking_attacks
 
 from .fakes import CLASSES, MemorisingCritic, image_set, tiny_audit_cfg
 
@@ -178,6 +180,44 @@ def test_release_gate_allows_when_every_auc_is_at_most_the_limit():
     decision = release_gate(report_with_aucs(logan_bb=0.6, nn_pixel=0.5))
 
     assert decision.allowed and decision.reasons == []
+
+
+def test_release_gate_refuses_an_attack_that_ranks_members_last_beyond_chance():
+    # AUC 0.2 on 100 + 100 scores: its interval lies wholly below 1 − 0.6.
+    report = report_with_aucs(recovery_pixel=0.2, nn_pixel=0.5)
+
+    decision = release_gate(report, max_auc=0.6)
+
+    high = report.results["recovery_pixel"].auc_ci[1]
+    assert high < 0.4 and not decision.allowed
+    assert len(decision.reasons) == 1
+    assert decision.reasons[0].startswith("recovery_pixel: AUC 0.200, 95 % interval")
+
+
+def test_release_gate_allows_an_auc_under_half_that_few_non_members_explain():
+    # 28 non-members (a small site): AUC ~0.37 by chance, interval reaching 0.5.
+    rng = np.random.default_rng(3)
+    result = evaluate_attack("logan_bb", rng.normal(0, 1, 196), rng.normal(0.5, 1, 28))
+    report = AuditReport({"logan_bb": result}, {"pixel": 0.0}, {"pixel": 1.0})
+
+    assert result.auc < 0.4 < result.auc_ci[1]
+    assert release_gate(report, max_auc=0.6).allowed
+
+
+def test_auc_leaks_tests_the_lower_side_only_with_an_interval():
+    assert auc_leaks(0.61, 0.6) and not auc_leaks(0.6, 0.6)
+    assert not auc_leaks(0.1, 0.6)  # no interval: one-sided
+    assert auc_leaks(0.1, 0.6, (0.05, 0.39))
+    assert not auc_leaks(0.3, 0.6, (0.2, 0.41))
+
+
+def test_leaking_attacks_reads_the_flat_metrics_the_coordinator_receives():
+    report = report_with_aucs(logan_bb=0.9, nn_pixel=0.2, recovery_pixel=0.5)
+    metrics = audit_metrics(report)
+
+    assert leaking_attacks(metrics, 0.6) == ["logan_bb", "nn_pixel"]
+    no_intervals = {k: v for k, v in metrics.items() if "_ci95_" not in k}
+    assert leaking_attacks(no_intervals, 0.6) == ["logan_bb"]
 
 
 def test_release_gate_refuses_a_meaningless_limit():
