@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,11 +134,12 @@ def create_package(
     return GeneratorPackage(manifest, tensors, signature, signature_verified=True)
 
 
-def write_package(pkg: GeneratorPackage, path: Path) -> Path:
+def write_package(pkg: GeneratorPackage, path: str | os.PathLike) -> Path:
     """Write ``pkg`` as one safetensors file.
 
     The manifest and signature are in its header.
     """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         META_MANIFEST: pkg.manifest.canonical_bytes().decode(),
@@ -171,7 +173,9 @@ def _split_container(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tenso
 
 
 def read_package(
-    path: Path, trusted: KeyRing | None = None, max_bytes: int = 512 * 1024**2
+    path: str | os.PathLike,
+    trusted: KeyRing | None = None,
+    max_bytes: int = 512 * 1024**2,
 ) -> GeneratorPackage:
     """Read and verify a package file; raise a named ``PackageRejected`` on any defect.
 
@@ -182,6 +186,7 @@ def read_package(
         signature check (``signature_verified`` is then False).
     max_bytes : refuse files larger than this before reading them.
     """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"package not found: {path}")
     size = path.stat().st_size

@@ -95,6 +95,15 @@ def test_round_trip_rebuilds_identical_generator(signed):
     )
 
 
+def test_packages_are_read_and_written_from_string_paths_too(signed, tmp_path):
+    _, pkg, path, ring = signed
+    copy = write_package(pkg, str(tmp_path / "copy.msfl"))
+
+    assert read_package(str(copy), ring).manifest == read_package(path).manifest
+    with pytest.raises(FileNotFoundError, match="package not found"):
+        read_package(str(tmp_path / "missing.msfl"))
+
+
 def test_manifest_declares_what_sampling_needs(signed):
     m = signed[1].manifest
     assert m.noise.shape == [3, 4, 4] and m.class_names == CLASSES
