@@ -10,6 +10,8 @@ import base64
 import html
 from pathlib import Path
 
+from medsynth_fl.privacy import attack_aucs, format_with_interval
+
 from .store import RunStore
 
 ATTACKS = (
@@ -36,14 +38,11 @@ def _worst_audit(audit: dict[str, float]) -> str:
 
     E.g. ``0.523 [0.480, 0.566] (nn_embed)``; ``–`` without an audit.
     """
-    aucs = {a: audit[f"audit/{a}/auc"] for a in ATTACKS if f"audit/{a}/auc" in audit}
+    aucs = {a: v for a, v in attack_aucs(audit).items() if a in ATTACKS}
     if not aucs:
         return "–"
-    attack = max(aucs, key=aucs.__getitem__)
-    low = audit.get(f"audit/{attack}/auc_ci95_low")
-    high = audit.get(f"audit/{attack}/auc_ci95_high")
-    interval = "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
-    return f"{aucs[attack]:.3f}{interval} ({html.escape(attack)})"
+    attack = max(aucs, key=lambda a: aucs[a][0])
+    return f"{format_with_interval(*aucs[attack])} ({html.escape(attack)})"
 
 
 def _sites_table(store: RunStore) -> str:

@@ -245,6 +245,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .package import read_package
     from .privacy import (
         build_package_attacks,
+        format_with_interval,
         plot_roc,
         release_gate,
         run_audit,
@@ -281,8 +282,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     )
     for name, r in sorted(report.results.items()):
         print(
-            f"{name:>18} {r.acc:6.3f} {_with_interval(r.auc, r.auc_ci)} "
-            f"{_with_interval(r.tpr_at_1pct_fpr, r.tpr_at_1pct_fpr_ci)} "
+            f"{name:>18} {r.acc:6.3f} {format_with_interval(r.auc, r.auc_ci):>21} "
+            f"{format_with_interval(r.tpr_at_1pct_fpr, r.tpr_at_1pct_fpr_ci):>21} "
             f"{r.tpr_at_0_1pct_fpr:8.3f}"
         )
     print(
@@ -297,13 +298,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(f"gate (max AUC {cfg.audit.max_auc}): {verdict}")
     print(f"report: {out / 'audit.json'}, ROC plot: {out / 'roc.png'}")
     return 0
-
-
-def _with_interval(value: float, interval: tuple[float, float] | None) -> str:
-    """``0.523 [0.490, 0.556]``, or the value alone when no interval was computed."""
-    if interval is None:
-        return f"{value:21.3f}"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 # -- verify -------------------------------------------------------------------

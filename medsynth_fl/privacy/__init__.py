@@ -22,7 +22,9 @@ from .features import RandomConvFeatures
 from .memorization import RejectionResult, memorization_rate, reject_memorized
 from .metrics import AttackResult, evaluate_attack, p1d
 from .report import (
+    attack_aucs,
     audit_metrics,
+    format_with_interval,
     leaking_attacks,
     plot_roc,
     report_to_dict,
@@ -38,11 +40,13 @@ __all__ = [
     "RandomConvFeatures",
     "RejectionResult",
     "auc_leaks",
+    "attack_aucs",
     "audit_metrics",
     "build_generator_only_attacks",
     "build_package_attacks",
     "build_reference_attacks",
     "evaluate_attack",
+    "format_with_interval",
     "leaking_attacks",
     "memorization_rate",
     "p1d",

@@ -27,7 +27,11 @@ SUMMARY_FIELDS = {
     "tpr_at_0_1pct_fpr": "tpr@0.1fpr",
 }
 # The 95 % bootstrap interval of each summary metric that has one.
-INTERVAL_FIELDS = {f"{field}_ci": field for field in list(SUMMARY_FIELDS)[1:]}
+INTERVAL_FIELDS = {
+    "auc_ci": "auc",
+    "tpr_at_1pct_fpr_ci": "tpr_at_1pct_fpr",
+    "tpr_at_0_1pct_fpr_ci": "tpr_at_0_1pct_fpr",
+}
 
 
 def _plain(value: float | None) -> float | None:
@@ -136,15 +140,47 @@ def audit_metrics(report: AuditReport) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if v is not None}
 
 
-def leaking_attacks(metrics: dict[str, float], max_auc: float) -> list[str]:
-    """The attacks whose flat audit metrics leak, by :func:`auc_leaks`.
+def format_with_interval(value: float, interval: tuple[float, float] | None) -> str:
+    """``0.523 [0.480, 0.566]``, or the value alone when no interval was computed."""
+    if interval is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
-    Reads what :func:`audit_metrics` wrote (the coordinator gets only these):
-    ``audit/<attack>/auc`` and, when present, its ``auc_ci95_low/high``.
+
+def attack_aucs(
+    metrics: dict[str, float],
+) -> dict[str, tuple[float, tuple[float, float] | None]]:
+    """Each attack's AUC and 95 % interval, read back from :func:`audit_metrics`.
+
+    The coordinator receives only the flat metrics; an interval is None when
+    the site sent no bounds.
 
     Parameters
     ----------
     metrics : flat audit metrics of one site.
+
+    Returns
+    -------
+    dict
+        Attack name → ``(auc, (low, high) or None)``.
+    """
+    aucs = {}
+    for key, auc in metrics.items():
+        if not (key.startswith("audit/") and key.endswith("/auc")):
+            continue
+        prefix = key.removesuffix("/auc")
+        low, high = (metrics.get(f"{prefix}/auc_ci95_{b}") for b in ("low", "high"))
+        interval = None if low is None or high is None else (low, high)
+        aucs[prefix.removeprefix("audit/")] = (auc, interval)
+    return aucs
+
+
+def leaking_attacks(metrics: dict[str, float], max_auc: float) -> list[str]:
+    """The attacks whose flat audit metrics leak, by :func:`auc_leaks`.
+
+    Parameters
+    ----------
+    metrics : flat audit metrics of one site (:func:`attack_aucs` reads them).
     max_auc : the largest AUC tolerated.
 
     Returns
@@ -152,16 +188,11 @@ def leaking_attacks(metrics: dict[str, float], max_auc: float) -> list[str]:
     list of str
         Sorted attack names.
     """
-    leaks = []
-    for key, auc in metrics.items():
-        if not (key.startswith("audit/") and key.endswith("/auc")):
-            continue
-        prefix = key.removesuffix("/auc")
-        low, high = (metrics.get(f"{prefix}/auc_ci95_{b}") for b in ("low", "high"))
-        interval = None if low is None or high is None else (low, high)
-        if auc_leaks(auc, max_auc, interval):
-            leaks.append(prefix.removeprefix("audit/"))
-    return sorted(leaks)
+    return sorted(
+        name
+        for name, (auc, interval) in attack_aucs(metrics).items()
+        if auc_leaks(auc, max_auc, interval)
+    )
 
 
 def write_report_json(
