@@ -34,7 +34,7 @@ from medsynth_fl.config import Config, load_config  # noqa: E402
 from medsynth_fl.data import load_train_test  # noqa: E402
 from medsynth_fl.data.embedded import HAM_CENTERS  # noqa: E402
 from medsynth_fl.data.imageset import ImageSet  # noqa: E402
-from medsynth_fl.runinfo import machine_description  # noqa: E402
+from medsynth_fl.runinfo import git_revision, machine_description  # noqa: E402
 
 log = logging.getLogger("bench.condense_utility")
 
@@ -238,6 +238,7 @@ def main() -> int:
             "condense_wall_seconds": round(t_condensed - t_start, 1),
             "seconds": round(time.monotonic() - t_start, 1),
             "machine": machine_description(),
+            "commit": git_revision(),
             "preset": args.preset,
             "train_images": len(train),
             "test_images": len(test),

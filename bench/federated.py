@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from medsynth_fl.config import Config, load_config  # noqa: E402
 from medsynth_fl.data.embedded import HAM_CENTERS  # noqa: E402
-from medsynth_fl.runinfo import machine_description  # noqa: E402
+from medsynth_fl.runinfo import git_revision, machine_description  # noqa: E402
 from simulation.flower_env import ray_tmpdir  # noqa: E402
 from simulation.prepare import SimulationLayout, prepare_simulation  # noqa: E402
 
@@ -287,6 +287,7 @@ def main() -> int:
             "seconds": round(time.monotonic() - t_start, 1),
             "timings": {k: round(v, 1) for k, v in timings.items()},
             "machine": machine_description(),
+            "commit": git_revision(),
             "preset": args.preset,
             "seeds": args.seeds,
             "sites": layout.sites,

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from medsynth_fl.config import Config, load_config  # noqa: E402
 from medsynth_fl.data import load_train_test  # noqa: E402
 from medsynth_fl.data.imageset import ImageSet  # noqa: E402
-from medsynth_fl.runinfo import machine_description  # noqa: E402
+from medsynth_fl.runinfo import git_revision, machine_description  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
 CACHE_VERSION = 2  # 2: bootstrap intervals and balanced task accuracy
@@ -339,6 +339,7 @@ def main() -> int:
         "control_seconds": round(t_control, 1),
         "seconds": round(time.monotonic() - t_start, 1),
         "machine": machine_description(),
+        "commit": git_revision(),
         "preset": args.preset,
         "attack_overrides": ATTACK_OVERRIDES,
         "control_overrides": CONTROL_OVERRIDES,

@@ -99,6 +99,9 @@ class Phase2Config(_Section):
     lambda_g: float = Field(0.01, ge=0)  # weight of the adversarial term L_g
     critic_steps: int = Field(1, ge=0)  # critic updates per step (0: frozen)
     class_sampling: Literal["natural", "sqrt", "balanced"] = "balanced"
+    # One random differentiable transform per real/synthetic pair before the
+    # teacher (DSA), so that the match survives flips, shifts, zoom and colour.
+    augment: bool = True
 
 
 class ViTConfig(_Section):

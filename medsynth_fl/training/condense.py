@@ -227,6 +227,7 @@ class Condenser:
                 p2.batch_size,
                 p2.critic_steps,
                 self.cfg.phase1.lambda_gp,
+                p2.augment,
             ),
         )
 

@@ -18,6 +18,7 @@ from ..config import GanLoss
 from ..models.vit import vit_logits
 from .batches import BatchSampler, dihedral_augment
 from .distributed import DistInfo, unwrap, wrap_ddp
+from .paired_augment import PairTransform
 from .phase1_wgan import GanModels, adversarial_loss, critic_update
 
 
@@ -56,13 +57,24 @@ class LogitMatchingTask(nn.Module):
         self.generator = wrap_ddp(self.generator, info)
 
     def forward(
-        self, real: torch.Tensor, labels: torch.Tensor, z: torch.Tensor
+        self,
+        real: torch.Tensor,
+        labels: torch.Tensor,
+        z: torch.Tensor,
+        transform: PairTransform | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Losses for one class-matched pair of batches (real and synthetic)."""
+        """Losses for one class-matched pair of batches (real and synthetic).
+
+        ``transform``, when given, is applied to both batches before the teacher
+        (not before the critic, which learnt un-transformed images in phase I).
+        """
         synthetic = self.generator(z, labels)
+        seen_real, seen_synthetic = real, synthetic
+        if transform is not None:
+            seen_real, seen_synthetic = transform(real), transform(synthetic)
         with torch.no_grad():
-            target = vit_logits(self.teacher, real)
-        loss_n = F.mse_loss(vit_logits(self.teacher, synthetic), target)
+            target = vit_logits(self.teacher, seen_real)
+        loss_n = F.mse_loss(vit_logits(self.teacher, seen_synthetic), target)
         loss_g = adversarial_loss(self.critic, synthetic, labels, self.loss)
         return {
             "loss": loss_n + self.lambda_g * loss_g,
@@ -81,8 +93,12 @@ def phase2_step(
     batch_size: int,
     critic_steps: int,
     lambda_gp: float,
+    augment: bool = True,
 ) -> dict[str, float]:
     """One generator update on ``L_total``, then ``critic_steps`` critic updates.
+
+    With ``augment`` each real/synthetic pair goes through the same random
+    differentiable transform before the teacher (:mod:`.paired_augment`).
 
     The critic keeps training on the fine-tuned generator's samples so that
     L_g stays a meaningful estimate (for WGAN-GP, of the Wasserstein distance)
@@ -92,7 +108,9 @@ def phase2_step(
     real, labels = sampler.draw(np_rng, batch_size)
     real = dihedral_augment(real, np_rng).to(gen.class_canvas.device)
     labels = labels.to(real.device)
-    out = task(real, labels, gen.sample_noise(batch_size, torch_rng))
+    z = gen.sample_noise(batch_size, torch_rng)
+    transform = PairTransform.draw(batch_size, torch_rng) if augment else None
+    out = task(real, labels, z, transform)
     gan.opt_g.zero_grad(set_to_none=True)
     out["loss"].backward()
     gan.opt_g.step()
