@@ -55,6 +55,21 @@ class BatchSampler:
         return self.images[idx], self.labels[idx]
 
 
+def dihedral(x: torch.Tensor, flip: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Flip (where ``flip``) then rotate by ``turns`` quarter turns, per image.
+
+    Batched and differentiable in ``x``; ``flip`` is ``[N]`` bool, ``turns``
+    ``[N]`` int in 0..3.
+    """
+    flip, turns = flip.to(x.device), turns.to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    out = x.clone()
+    for k in range(1, 4):
+        idx = (turns == k).nonzero().squeeze(1)
+        out[idx] = torch.rot90(x[idx], k, dims=(-2, -1))
+    return out
+
+
 def dihedral_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Random flip and 90° rotation per image.
 
@@ -62,10 +77,4 @@ def dihedral_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """
     flips = rng.integers(0, 2, size=len(x))
     rots = rng.integers(0, 4, size=len(x))
-    out = x.clone()
-    for i in range(len(x)):
-        img = out[i]
-        if flips[i]:
-            img = img.flip(-1)
-        out[i] = torch.rot90(img, int(rots[i]), dims=(-2, -1))
-    return out
+    return dihedral(x, torch.from_numpy(flips).bool(), torch.from_numpy(rots))

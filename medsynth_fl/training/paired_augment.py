@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .batches import dihedral
+
 # Ranges follow DSA's defaults, narrowed where dermoscopy needs it: colour is a
 # diagnostic cue, so brightness/saturation/contrast move by at most ±20 %.
 MAX_SHIFT = 0.125  # fraction of the image side
@@ -62,11 +64,7 @@ class PairTransform:
         """Apply to a batch ``[N, C, H, W]`` in [-1, 1]; differentiable in ``x``."""
         if len(x) != len(self.flip):
             raise ValueError(f"batch of {len(x)} images for {len(self.flip)} pairs")
-        dev = x.device
-        x = torch.where(self.flip.to(dev)[:, None, None, None], x.flip(-1), x)
-        turned = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
-        k = self.quarter_turns.to(dev)[:, None, None, None]
-        x = sum(torch.where(k == i, t, 0.0) for i, t in enumerate(turned))
+        x = dihedral(x, self.flip, self.quarter_turns)
         grid = F.affine_grid(self.theta.to(x), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
         x = x + self.brightness.to(x)
