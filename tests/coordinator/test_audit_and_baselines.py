@@ -3,11 +3,24 @@
 All over an in-process grid.
 """
 
+import itertools
 import json
 
+import numpy as np
 import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator import rounds
+from coordinator.baselines import OrderedFedAvg
 from coordinator.server_app import run_coordinator
 from coordinator.store import RunStore
 from site_client import client_app as client_module
@@ -119,3 +132,36 @@ def test_local_only_baseline_returns_metrics_only(run_config):
     assert len(summary["metrics"]) == 4
     for reply in grid.replies:
         assert list(reply.content) == ["metrics"]
+
+
+def _train_reply(node: int, values: list[float], n: int) -> Message:
+    request = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.asarray(values, dtype=np.float32))}),
+            "metrics": MetricRecord({"num-examples": n}),
+        }
+    )
+    return Message(content, reply_to=request)
+
+
+def test_fedavg_aggregate_does_not_depend_on_reply_order(monkeypatch):
+    for field in ("_task_id", "_run_id", "_node_id"):  # Flower's messages need them
+        monkeypatch.setattr(TaskIdentity, field, 1)
+    # float32 sums that round differently in different orders
+    replies = [
+        _train_reply(1, [1e8, 0.1, 3.3], 7),
+        _train_reply(2, [1.0, 1e-3, -7.1], 5),
+        _train_reply(3, [-1e8, 2.7, 1e6], 3),
+        _train_reply(4, [0.5, -0.9, 1e-4], 11),
+    ]
+    plain = {
+        FedAvg().aggregate_train(1, order)[0]["w"].numpy().tobytes()
+        for order in itertools.permutations(replies)
+    }
+    assert len(plain) > 1  # Flower's sum follows the order replies arrive in
+    ordered = {
+        OrderedFedAvg().aggregate_train(1, order)[0]["w"].numpy().tobytes()
+        for order in itertools.permutations(replies)
+    }
+    assert len(ordered) == 1
