@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m simulation.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf runs .cache .flwr_home .pytest_cache
