@@ -216,8 +216,9 @@ def federated_audit(
     The coordinator builds the attacks it can from the generator alone and
     sends them to the site, which scores its own members against its held-out
     images and returns aggregate metrics. A generator with any leaking attack
-    (AUC above ``audit.max_auc``, or its interval below ``1 − max_auc``) is kept
-    out of the shared model.
+    (AUC above ``audit.max_auc``, or its interval below ``1 − max_auc``; with
+    ``audit.max_tpr_at_1pct_fpr`` set, a TPR interval above it) is kept out of
+    the shared model.
     """
     node_of = {r.site_id: r.node_id for r in store.sites("accepted")}
     todo = {
@@ -244,12 +245,19 @@ def federated_audit(
             continue
         metrics = {k: float(v) for k, v in msg.content["metrics"].items()}
         store.put_metrics(f"audit:{site}", metrics)
-        leaks = leaking_attacks(metrics, cfg.audit.max_auc)
+        leaks = leaking_attacks(
+            metrics, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr
+        )
         if leaks:
             rec = next(r for r in store.sites("accepted") if r.site_id == site)
             reason = (
                 f"federated audit: {', '.join(leaks)} leak "
-                f"(AUC limit {cfg.audit.max_auc}, two-sided beyond chance)"
+                f"(AUC limit {cfg.audit.max_auc}, two-sided beyond chance"
+                + (
+                    f"; TPR@1%FPR limit {cfg.audit.max_tpr_at_1pct_fpr} beyond chance)"
+                    if cfg.audit.max_tpr_at_1pct_fpr is not None
+                    else ")"
+                )
             )
             store.record_site(
                 dataclasses.replace(rec, status="quarantined", reason=reason)

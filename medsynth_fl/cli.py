@@ -270,7 +270,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         max_candidates=cfg.audit.max_candidates,
         seed=cfg.training.seed,
     )
-    gate = release_gate(report, cfg.audit.max_auc)
+    gate = release_gate(report, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
     out = Path(args.out)
     write_report_json(report, out / "audit.json", gate)
     plot_roc(
@@ -295,7 +295,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if gate.allowed
         else "release REFUSED: " + "; ".join(gate.reasons)
     )
-    print(f"gate (max AUC {cfg.audit.max_auc}): {verdict}")
+    limits = f"max AUC {cfg.audit.max_auc}"
+    if cfg.audit.max_tpr_at_1pct_fpr is not None:
+        limits += f", max TPR@1%FPR {cfg.audit.max_tpr_at_1pct_fpr}"
+    print(f"gate ({limits}): {verdict}")
     print(f"report: {out / 'audit.json'}, ROC plot: {out / 'roc.png'}")
     return 0
 

@@ -164,6 +164,8 @@ class AuditConfig(_Section):
     """Membership-inference audits and the site's release gate."""
 
     max_auc: float = Field(0.60, gt=0.5, le=1.0)  # gate: refuse above this
+    # gate: refuse a TPR at 1 % FPR whose 95 % interval lies above this (None: off)
+    max_tpr_at_1pct_fpr: float | None = Field(None, gt=0.0, lt=1.0)
     n_generated: int = Field(2000, ge=10)  # samples for distance attacks
     shadow_steps: int = Field(1000, ge=0)
     encoder_steps: int = Field(1000, ge=0)

@@ -227,7 +227,7 @@ def self_audit(
         max_candidates=cfg.audit.max_candidates,
         seed=cfg.training.seed,
     )
-    gate = release_gate(report, cfg.audit.max_auc)
+    gate = release_gate(report, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
     write_report_json(report, work / "release_audit.json", gate)
     metrics = {
         **audit_metrics(report),

@@ -17,6 +17,7 @@ from .audit import (
     release_gate,
     run_audit,
     score_candidates,
+    tpr_leaks,
 )
 from .features import RandomConvFeatures
 from .memorization import RejectionResult, memorization_rate, reject_memorized
@@ -56,5 +57,6 @@ __all__ = [
     "report_to_dict",
     "run_audit",
     "score_candidates",
+    "tpr_leaks",
     "write_report_json",
 ]

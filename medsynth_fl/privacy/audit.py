@@ -376,6 +376,26 @@ def auc_leaks(
     return interval is not None and interval[1] < 1.0 - max_auc
 
 
+def tpr_leaks(interval: tuple[float, float] | None, max_tpr: float | None) -> bool:
+    """Whether an attack's TPR at 1 % FPR exceeds ``max_tpr`` beyond chance.
+
+    The whole 95 % interval must lie above the limit: at 1 % FPR the threshold
+    rests on the top 1 % of the non-members, a handful of images on a small
+    site, so the point estimate alone would refuse generators by chance.
+    ``max_tpr=None`` (the default) turns the test off; so does a missing interval.
+    """
+    return max_tpr is not None and interval is not None and interval[0] > max_tpr
+
+
+def _tpr_reason(name: str, r: AttackResult, max_tpr: float) -> str:
+    """Why an attack that :func:`tpr_leaks` flagged leaks, for the gate's reasons."""
+    low, high = r.tpr_at_1pct_fpr_ci
+    return (
+        f"{name}: TPR@1%FPR {r.tpr_at_1pct_fpr:.3f}, 95 % interval "
+        f"[{low:.3f}, {high:.3f}] above {max_tpr:.3f}"
+    )
+
+
 def _leak_reason(name: str, r: AttackResult, max_auc: float) -> str:
     """Why an attack that :func:`auc_leaks` flagged leaks, for the gate's reasons."""
     if r.auc > max_auc:
@@ -387,13 +407,17 @@ def _leak_reason(name: str, r: AttackResult, max_auc: float) -> str:
     )
 
 
-def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
-    """Refuse release when any attack's AUC leaks (:func:`auc_leaks`).
+def release_gate(
+    report: AuditReport, max_auc: float = 0.60, max_tpr: float | None = None
+) -> GateDecision:
+    """Refuse release when any attack's AUC leaks (:func:`auc_leaks`) or its TPR does.
 
     Parameters
     ----------
     report : the audit report.
     max_auc : the largest AUC tolerated (``AuditConfig.max_auc``), in [0.5, 1].
+    max_tpr : the largest TPR at 1 % FPR tolerated beyond chance
+        (``AuditConfig.max_tpr_at_1pct_fpr``, :func:`tpr_leaks`); None: not tested.
 
     Returns
     -------
@@ -404,9 +428,10 @@ def release_gate(report: AuditReport, max_auc: float = 0.60) -> GateDecision:
         raise ValueError(f"max_auc must be in [0.5, 1], got {max_auc}")
     if not report.results:
         raise ValueError("the report has no attack results")
-    reasons = [
-        _leak_reason(name, r, max_auc)
-        for name, r in sorted(report.results.items())
-        if auc_leaks(r.auc, max_auc, r.auc_ci)
-    ]
+    reasons = []
+    for name, r in sorted(report.results.items()):
+        if auc_leaks(r.auc, max_auc, r.auc_ci):
+            reasons.append(_leak_reason(name, r, max_auc))
+        if tpr_leaks(r.tpr_at_1pct_fpr_ci, max_tpr):
+            reasons.append(_tpr_reason(name, r, max_tpr))
     return GateDecision(allowed=not reasons, reasons=reasons)

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .audit import AuditReport, GateDecision, auc_leaks
+from .audit import AuditReport, GateDecision, auc_leaks, tpr_leaks
 from .metrics import AttackResult
 
 SUMMARY_FIELDS = {
@@ -175,24 +175,31 @@ def attack_aucs(
     return aucs
 
 
-def leaking_attacks(metrics: dict[str, float], max_auc: float) -> list[str]:
-    """The attacks whose flat audit metrics leak, by :func:`auc_leaks`.
+def leaking_attacks(
+    metrics: dict[str, float], max_auc: float, max_tpr: float | None = None
+) -> list[str]:
+    """The attacks whose flat audit metrics leak (:func:`auc_leaks`, :func:`tpr_leaks`).
 
     Parameters
     ----------
     metrics : flat audit metrics of one site (:func:`attack_aucs` reads them).
     max_auc : the largest AUC tolerated.
+    max_tpr : the largest TPR at 1 % FPR tolerated beyond chance; None: not tested.
 
     Returns
     -------
     list of str
         Sorted attack names.
     """
-    return sorted(
-        name
-        for name, (auc, interval) in attack_aucs(metrics).items()
-        if auc_leaks(auc, max_auc, interval)
-    )
+    leaks = []
+    for name, (auc, interval) in attack_aucs(metrics).items():
+        low, high = (
+            metrics.get(f"audit/{name}/tpr@1fpr_ci95_{b}") for b in ("low", "high")
+        )
+        tpr_interval = None if low is None or high is None else (low, high)
+        if auc_leaks(auc, max_auc, interval) or tpr_leaks(tpr_interval, max_tpr):
+            leaks.append(name)
+    return sorted(leaks)
 
 
 def write_report_json(

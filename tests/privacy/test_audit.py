@@ -15,6 +15,7 @@ from medsynth_fl.privacy.audit import (
     release_gate,
     run_audit,
     score_candidates,
+    tpr_leaks,
 )
 from medsynth_fl.privacy.metrics import evaluate_attack
 from medsynth_fl.privacy.report import audit_metrics, leaking_attacks
@@ -218,6 +219,46 @@ def test_leaking_attacks_reads_the_flat_metrics_the_coordinator_receives():
     assert leaking_attacks(metrics, 0.6) == ["logan_bb", "nn_pixel"]
     no_intervals = {k: v for k, v in metrics.items() if "_ci95_" not in k}
     assert leaking_attacks(no_intervals, 0.6) == ["logan_bb"]
+
+
+def few_members_exposed(seed: int = 0) -> AuditReport:
+    """5 % of 1,000 members score above every non-member; the rest look like them.
+
+    AUC stays under 0.6, yet the attack singles out 50 members at 1 % FPR.
+    """
+    rng = np.random.default_rng(seed)
+    members = rng.normal(0, 1, 1000)
+    members[:50] = 10.0
+    result = evaluate_attack("logan_bb", members, rng.normal(0, 1, 500))
+    return AuditReport({"logan_bb": result}, {"pixel": 0.0}, {"pixel": 1.0})
+
+
+def test_release_gate_optionally_refuses_a_tpr_at_low_fpr_beyond_chance():
+    report = few_members_exposed()
+    r = report.results["logan_bb"]
+    assert r.auc < 0.6 and r.tpr_at_1pct_fpr_ci[0] > 0.02
+
+    assert release_gate(report, max_auc=0.6).allowed  # off by default
+    decision = release_gate(report, max_auc=0.6, max_tpr=0.02)
+    assert not decision.allowed
+    assert decision.reasons == [
+        f"logan_bb: TPR@1%FPR {r.tpr_at_1pct_fpr:.3f}, 95 % interval "
+        f"[{r.tpr_at_1pct_fpr_ci[0]:.3f}, {r.tpr_at_1pct_fpr_ci[1]:.3f}] above 0.020"
+    ]
+    flat = audit_metrics(report)  # the coordinator applies the same rule
+    assert leaking_attacks(flat, 0.6) == []
+    assert leaking_attacks(flat, 0.6, max_tpr=0.02) == ["logan_bb"]
+
+
+def test_tpr_limit_allows_chance_and_needs_an_interval():
+    rng = np.random.default_rng(1)
+    chance = evaluate_attack("nn_pixel", rng.normal(0, 1, 1000), rng.normal(0, 1, 229))
+    report = AuditReport({"nn_pixel": chance}, {"pixel": 0.0}, {"pixel": 1.0})
+
+    assert chance.tpr_at_1pct_fpr_ci[0] <= 0.02
+    assert release_gate(report, max_auc=0.6, max_tpr=0.02).allowed
+    assert tpr_leaks((0.03, 0.09), 0.02) and not tpr_leaks((0.01, 0.09), 0.02)
+    assert not tpr_leaks(None, 0.02) and not tpr_leaks((0.5, 0.9), None)
 
 
 def test_release_gate_refuses_a_meaningless_limit():
