@@ -83,8 +83,11 @@ def main() -> int:
     from medsynth_fl.config import load_config
     from medsynth_fl.data import ImageSet, load_train_test
     from medsynth_fl.package import read_package
-    from medsynth_fl.privacy import build_package_attacks, score_candidates
-    from medsynth_fl.privacy.audit import _candidates
+    from medsynth_fl.privacy import (
+        build_package_attacks,
+        score_candidates,
+        select_candidates,
+    )
 
     t0 = time.monotonic()
     cfg = load_config(
@@ -93,15 +96,12 @@ def main() -> int:
     members, nonmembers = load_train_test(cfg.data)
     pkg = read_package(args.package)
     models = build_package_attacks(pkg, cfg.audit, cfg.training.seed)
-    # the same candidates as run_audit: same classes, limit and seeds
-    m = _candidates(
-        members, models.classes_present, cfg.audit.max_candidates, cfg.training.seed
-    )
-    n = _candidates(
+    m, n = select_candidates(  # the candidates run_audit scored
+        members,
         nonmembers,
         models.classes_present,
         cfg.audit.max_candidates,
-        cfg.training.seed + 1,
+        cfg.training.seed,
     )
     candidates = ImageSet.concat([m, n])
     scores = score_candidates(models, candidates)

@@ -22,7 +22,7 @@ from torch import nn
 from medsynth_fl.config import Config
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.package import GeneratorPackage, read_package, write_package
-from medsynth_fl.privacy import build_package_attacks, leaking_attacks
+from medsynth_fl.privacy import build_package_attacks, gate_limits, leaking_attacks
 
 from .dashboard import render_dashboard
 from .pipeline import evaluate_central, sample_site, train_shared_vit
@@ -252,12 +252,7 @@ def federated_audit(
             rec = next(r for r in store.sites("accepted") if r.site_id == site)
             reason = (
                 f"federated audit: {', '.join(leaks)} leak "
-                f"(AUC limit {cfg.audit.max_auc}, two-sided beyond chance"
-                + (
-                    f"; TPR@1%FPR limit {cfg.audit.max_tpr_at_1pct_fpr} beyond chance)"
-                    if cfg.audit.max_tpr_at_1pct_fpr is not None
-                    else ")"
-                )
+                f"({gate_limits(cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)})"
             )
             store.record_site(
                 dataclasses.replace(rec, status="quarantined", reason=reason)

@@ -246,6 +246,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .privacy import (
         build_package_attacks,
         format_with_interval,
+        gate_limits,
         plot_roc,
         release_gate,
         run_audit,
@@ -295,9 +296,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if gate.allowed
         else "release REFUSED: " + "; ".join(gate.reasons)
     )
-    limits = f"max AUC {cfg.audit.max_auc}"
-    if cfg.audit.max_tpr_at_1pct_fpr is not None:
-        limits += f", max TPR@1%FPR {cfg.audit.max_tpr_at_1pct_fpr}"
+    limits = gate_limits(cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
     print(f"gate ({limits}): {verdict}")
     print(f"report: {out / 'audit.json'}, ROC plot: {out / 'roc.png'}")
     return 0

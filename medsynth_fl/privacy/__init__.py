@@ -14,9 +14,11 @@ from .audit import (
     build_generator_only_attacks,
     build_package_attacks,
     build_reference_attacks,
+    gate_limits,
     release_gate,
     run_audit,
     score_candidates,
+    select_candidates,
     tpr_leaks,
 )
 from .features import RandomConvFeatures
@@ -48,6 +50,7 @@ __all__ = [
     "build_reference_attacks",
     "evaluate_attack",
     "format_with_interval",
+    "gate_limits",
     "leaking_attacks",
     "memorization_rate",
     "p1d",
@@ -57,6 +60,7 @@ __all__ = [
     "report_to_dict",
     "run_audit",
     "score_candidates",
+    "select_candidates",
     "tpr_leaks",
     "write_report_json",
 ]

@@ -254,7 +254,7 @@ class AuditReport:
     p1d: dict[str, float] = field(default_factory=dict)
 
 
-def _candidates(
+def _one_side(
     images: ImageSet, classes: tuple[str, ...], limit: int | None, seed: int
 ) -> ImageSet:
     """Keep images of ``classes``, then at most ``limit`` (fixed-seed choice)."""
@@ -266,6 +266,24 @@ def _candidates(
     if len(images) == 0:
         raise ValueError("no candidate of a class the generator was trained on")
     return images
+
+
+def select_candidates(
+    members: ImageSet,
+    nonmembers: ImageSet,
+    classes: tuple[str, ...],
+    limit: int | None,
+    seed: int,
+) -> tuple[ImageSet, ImageSet]:
+    """The members and non-members :func:`run_audit` scores, for the same seed.
+
+    Images of the generator's ``classes`` only, at most ``limit`` per side, each
+    side drawn with its own fixed seed (``seed``, ``seed + 1``).
+    """
+    return (
+        _one_side(members, classes, limit, seed),
+        _one_side(nonmembers, classes, limit, seed + 1),
+    )
 
 
 def _memorization(
@@ -319,8 +337,9 @@ def run_audit(
     the square of the number of members, in pixel space).
     """
     t0 = time.perf_counter()
-    m = _candidates(members, models.classes_present, max_candidates, seed)
-    n = _candidates(nonmembers, models.classes_present, max_candidates, seed + 1)
+    m, n = select_candidates(
+        members, nonmembers, models.classes_present, max_candidates, seed
+    )
     scores = score_candidates(models, ImageSet.concat([m, n]), critic)
     results = {
         name: evaluate_attack(name, s[: len(m)], s[len(m) :], seed)
@@ -405,6 +424,14 @@ def _leak_reason(name: str, r: AttackResult, max_auc: float) -> str:
         f"{name}: AUC {r.auc:.3f}, 95 % interval [{low:.3f}, {high:.3f}] below "
         f"{1.0 - max_auc:.3f} (members ranked last beyond chance)"
     )
+
+
+def gate_limits(max_auc: float, max_tpr: float | None = None) -> str:
+    """The gate's limits in words, for refusal messages and reports."""
+    text = f"AUC limit {max_auc}, two-sided beyond chance"
+    if max_tpr is not None:
+        text += f"; TPR@1%FPR limit {max_tpr} beyond chance"
+    return text
 
 
 def release_gate(

@@ -147,6 +147,12 @@ def format_with_interval(value: float, interval: tuple[float, float] | None) -> 
     return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
+def _flat_interval(metrics: dict[str, float], key: str) -> tuple[float, float] | None:
+    """The 95 % interval sent beside flat metric ``key``, or None without one."""
+    low, high = (metrics.get(f"{key}_ci95_{b}") for b in ("low", "high"))
+    return None if low is None or high is None else (low, high)
+
+
 def attack_aucs(
     metrics: dict[str, float],
 ) -> dict[str, tuple[float, tuple[float, float] | None]]:
@@ -168,10 +174,8 @@ def attack_aucs(
     for key, auc in metrics.items():
         if not (key.startswith("audit/") and key.endswith("/auc")):
             continue
-        prefix = key.removesuffix("/auc")
-        low, high = (metrics.get(f"{prefix}/auc_ci95_{b}") for b in ("low", "high"))
-        interval = None if low is None or high is None else (low, high)
-        aucs[prefix.removeprefix("audit/")] = (auc, interval)
+        name = key.removeprefix("audit/").removesuffix("/auc")
+        aucs[name] = (auc, _flat_interval(metrics, key))
     return aucs
 
 
@@ -191,15 +195,12 @@ def leaking_attacks(
     list of str
         Sorted attack names.
     """
-    leaks = []
-    for name, (auc, interval) in attack_aucs(metrics).items():
-        low, high = (
-            metrics.get(f"audit/{name}/tpr@1fpr_ci95_{b}") for b in ("low", "high")
-        )
-        tpr_interval = None if low is None or high is None else (low, high)
-        if auc_leaks(auc, max_auc, interval) or tpr_leaks(tpr_interval, max_tpr):
-            leaks.append(name)
-    return sorted(leaks)
+    return sorted(
+        name
+        for name, (auc, interval) in attack_aucs(metrics).items()
+        if auc_leaks(auc, max_auc, interval)
+        or tpr_leaks(_flat_interval(metrics, f"audit/{name}/tpr@1fpr"), max_tpr)
+    )
 
 
 def write_report_json(
