@@ -153,11 +153,13 @@ class PackageConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """Cross-phase run settings: seed, checkpoints, logging."""
+    """Cross-phase run settings: seed, checkpoints, logging, exposure per lesion."""
 
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1)  # steps
     log_every: int = Field(50, ge=1)
+    # condensation draws every lesion as often as one image (phase I, teacher, II)
+    lesion_weighting: bool = True
 
 
 class AuditConfig(_Section):

@@ -11,7 +11,10 @@ ClassSampling = Literal["natural", "sqrt", "balanced"]
 
 
 def class_weights(
-    labels: np.ndarray, num_classes: int, mode: ClassSampling
+    labels: np.ndarray,
+    num_classes: int,
+    mode: ClassSampling,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-image sampling probabilities.
 
@@ -19,6 +22,11 @@ def class_weights(
     the same mass; ``sqrt`` gives a class mass ∝ sqrt(count), a compromise that
     shows rare classes more often without replaying their few images as often as
     ``balanced`` does (which would favour memorisation).
+
+    ``groups`` (e.g. lesion ids, one per image) spreads each class's mass
+    evenly over its groups, then over a group's images: a lesion photographed
+    k times is drawn as often as a lesion photographed once, not k times as
+    often. An empty or missing id counts as a group of its own.
     """
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     if mode == "natural":
@@ -28,7 +36,33 @@ def class_weights(
     else:
         per_class = 1.0 / np.maximum(counts, 1)
     w = per_class[labels]
+    if groups is not None:
+        w = w * _group_share(labels, groups)
     return w / w.sum()
+
+
+def _group_share(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per-image factor that gives every (class, group) the mass of one image.
+
+    Within a class of n images in g groups, an image of a group of k images
+    gets n / (g·k): the class keeps its total mass, each group gets an equal share.
+    """
+    if len(groups) != len(labels):
+        raise ValueError("groups must have one entry per image")
+    ids = np.array(
+        [
+            f"{label}/{group}" if group not in (None, "") else f"{label}/#{i}"
+            for i, (label, group) in enumerate(
+                zip(labels.tolist(), groups.tolist(), strict=True)
+            )
+        ]
+    )
+    _, inverse, per_group = np.unique(ids, return_inverse=True, return_counts=True)
+    groups_in_class = np.bincount(
+        labels[np.unique(inverse, return_index=True)[1]], minlength=labels.max() + 1
+    )
+    images_in_class = np.bincount(labels, minlength=labels.max() + 1)
+    return images_in_class[labels] / (groups_in_class[labels] * per_group[inverse])
 
 
 class BatchSampler:
@@ -40,12 +74,13 @@ class BatchSampler:
         labels: torch.Tensor,
         num_classes: int,
         mode: ClassSampling = "natural",
+        groups: np.ndarray | None = None,
     ):
         if len(images) == 0:
             raise ValueError("cannot draw batches from an empty image set")
         self.images = images
         self.labels = labels
-        self.p = class_weights(labels.numpy(), num_classes, mode)
+        self.p = class_weights(labels.numpy(), num_classes, mode, groups)
 
     def draw(
         self, rng: np.random.Generator, n: int

@@ -119,10 +119,17 @@ class ClassifierTrainer:
         ctx: LoopContext,
         stage: str = "classifier",
         start: int = 0,
+        groups: np.ndarray | None = None,
     ) -> nn.Module:
-        """Train on ``train`` from step ``start`` to the last step; return the model."""
+        """Train on ``train`` from step ``start`` to the last step; return the model.
+
+        ``groups`` (one id per image, e.g. lesion ids) weighs each group as one
+        image in the batches (:func:`~.batches.class_weights`).
+        """
         x, y = train.to_tensors()
-        sampler = BatchSampler(x, y, len(train.class_names), self.cfg.class_sampling)
+        sampler = BatchSampler(
+            x, y, len(train.class_names), self.cfg.class_sampling, groups
+        )
 
         def step(
             i: int, np_rng: np.random.Generator, _: torch.Generator

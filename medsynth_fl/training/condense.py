@@ -114,6 +114,11 @@ class Condenser:
             ),
         }
         self.x, self.y = train.to_tensors()
+        # Exposure per lesion, not per image (docs/decisions.md); without lesion
+        # ids every image is its own lesion.
+        self.lesion_groups = (
+            train.meta.get("lesion_id") if cfg.training.lesion_weighting else None
+        )
         self.seconds = {s: 0.0 for s in STAGES}
         self.completed: list[str] = []
         self._running: tuple[str, float] | None = None  # (stage, start time)
@@ -176,7 +181,11 @@ class Condenser:
     def _phase1(self, ctx: LoopContext, start: int) -> None:
         p1 = self.cfg.phase1
         sampler = BatchSampler(
-            self.x, self.y, len(self.train.class_names), p1.class_sampling
+            self.x,
+            self.y,
+            len(self.train.class_names),
+            p1.class_sampling,
+            self.lesion_groups,
         )
         run_stage(
             ctx,
@@ -197,7 +206,9 @@ class Condenser:
         )
 
     def _teacher(self, ctx: LoopContext, start: int) -> None:
-        self.teacher.fit(self.train, ctx, stage="teacher", start=start)
+        self.teacher.fit(
+            self.train, ctx, stage="teacher", start=start, groups=self.lesion_groups
+        )
 
     def _phase2(self, ctx: LoopContext, start: int) -> None:
         p2 = self.cfg.phase2
@@ -211,7 +222,11 @@ class Condenser:
         task.prepare_distributed(self.info)
         gan = GanModels(task.generator, self.gan.critic, self.opt_g2, self.gan.opt_d)
         sampler = BatchSampler(
-            self.x, self.y, len(self.train.class_names), p2.class_sampling
+            self.x,
+            self.y,
+            len(self.train.class_names),
+            p2.class_sampling,
+            self.lesion_groups,
         )
         run_stage(
             ctx,
