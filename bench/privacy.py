@@ -43,7 +43,7 @@ from medsynth_fl.data.imageset import ImageSet  # noqa: E402
 from medsynth_fl.runinfo import git_revision, machine_description  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
-CACHE_VERSION = 2  # 2: bootstrap intervals and balanced task accuracy
+CACHE_VERSION = 3  # 2: bootstrap intervals, balanced task accuracy; 3: chance
 ATTACK_OVERRIDES = [
     "audit.n_generated=2000",
     "audit.shadow_steps=400",
@@ -59,6 +59,7 @@ CONTROL_OVERRIDES = [  # overfit on purpose: unregularised LSGAN, phase I only
     "phase1.n_critic=2",
     "phase1.augment=false",
     "phase1.class_sampling=natural",
+    "training.lesion_weighting=false",
     "phase2.epochs=0",
     "teacher.steps=1",
     "teacher.epochs=null",
@@ -140,7 +141,7 @@ def audit(
         run_audit,
         write_report_json,
     )
-    from medsynth_fl.privacy.report import result_to_dict
+    from medsynth_fl.privacy.report import chance_to_dict, result_to_dict
 
     acc, balanced_acc = task() if task is not None else (None, None)
 
@@ -163,6 +164,7 @@ def audit(
     result = {
         "attacks": attacks,
         "memorization": report.memorization,
+        "chance": {k: chance_to_dict(c) for k, c in report.chance.items()},
         "p1d": report.p1d,
         "task_accuracy": acc,
         "task_balanced_accuracy": balanced_acc,
@@ -218,10 +220,17 @@ def audit_medsynth(preset: str, shared: str, center: str, work: Path) -> dict:
     }
 
 
-def targets(attacks: dict) -> dict:
-    """The issue's MedSynth targets on one audit: the worst attack's figures."""
+def targets(attacks: dict, chance: dict) -> dict:
+    """The issue's MedSynth targets on one audit: the worst attack's figures.
+
+    Beside each worst figure, what the same maximum over attacks reaches by
+    chance on these candidates (permuted membership labels) and its
+    family-wise p-value: a target below the chance level cannot be met by a
+    generator that leaks nothing, and a miss at chance is not a leak.
+    """
     worst_auc = max(attacks, key=lambda name: attacks[name]["auc"])
     worst_tpr = max(attacks, key=lambda name: attacks[name]["tpr_at_1pct_fpr"])
+    auc, tpr = chance["auc"], chance["tpr_at_1pct_fpr"]
     return {
         "max_auc": attacks[worst_auc]["auc"],
         "max_auc_attack": worst_auc,
@@ -232,6 +241,13 @@ def targets(attacks: dict) -> dict:
         "met": all(
             a["auc"] <= 0.55 and a["tpr_at_1pct_fpr"] <= 0.02 for a in attacks.values()
         ),
+        "max_auc_by_chance": {k: auc[k] for k in ("null_mean_max", "null_q95_max")},
+        "max_auc_p_value": auc["p_value"],
+        "max_tpr_at_1pct_fpr_by_chance": {
+            k: tpr[k] for k in ("null_mean_max", "null_q95_max")
+        },
+        "max_tpr_at_1pct_fpr_p_value": tpr["p_value"],
+        "beyond_chance": auc["p_value"] <= 0.05 or tpr["p_value"] <= 0.05,
     }
 
 
@@ -296,7 +312,9 @@ def main() -> int:
         work / "overfit_control",
     )
 
-    center_targets = {c: targets(r["attacks"]) for c, r in by_center.items()}
+    center_targets = {
+        c: targets(r["attacks"], r["chance"]) for c, r in by_center.items()
+    }
     headline = center_targets[args.center]
     result = {
         "medsynth": medsynth["attacks"],
@@ -315,6 +333,7 @@ def main() -> int:
                     "nonmembers",
                     "attacks",
                     "memorization",
+                    "chance",
                     "task_accuracy",
                     "task_balanced_accuracy",
                     "p1d",
@@ -327,6 +346,9 @@ def main() -> int:
         "targets": {
             "medsynth_max_auc": headline["max_auc"],
             "medsynth_max_tpr_at_1pct_fpr": headline["max_tpr_at_1pct_fpr"],
+            "medsynth_max_tpr_at_1pct_fpr_p_value": headline[
+                "max_tpr_at_1pct_fpr_p_value"
+            ],
             "control_white_box_acc": control["attacks"]["logan_wb"]["acc"],
         },
         "center": args.center,

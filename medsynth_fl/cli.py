@@ -287,6 +287,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
             f"{format_with_interval(r.tpr_at_1pct_fpr, r.tpr_at_1pct_fpr_ci):>21} "
             f"{r.tpr_at_0_1pct_fpr:8.3f}"
         )
+    tpr = report.chance["tpr_at_1pct_fpr"]
+    print(
+        f"largest TPR@1%FPR {tpr.observed_max:.3f}; by chance (permuted labels) "
+        f"{tpr.null_mean_max:.3f} on average, {tpr.null_q95_max:.3f} at the 95th "
+        f"percentile; family-wise p = {tpr.p_value:.3f}"
+    )
     print(
         "memorisation rate: "
         + ", ".join(f"{k} {v:.4f}" for k, v in report.memorization.items())

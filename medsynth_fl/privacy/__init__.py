@@ -23,7 +23,7 @@ from .audit import (
 )
 from .features import RandomConvFeatures
 from .memorization import RejectionResult, memorization_rate, reject_memorized
-from .metrics import AttackResult, evaluate_attack, p1d
+from .metrics import AttackResult, ChanceLevel, evaluate_attack, p1d, permutation_chance
 from .report import (
     attack_aucs,
     audit_metrics,
@@ -39,6 +39,7 @@ __all__ = [
     "AttackResult",
     "AttackStateError",
     "AuditReport",
+    "ChanceLevel",
     "GateDecision",
     "RandomConvFeatures",
     "RejectionResult",
@@ -54,6 +55,7 @@ __all__ = [
     "leaking_attacks",
     "memorization_rate",
     "p1d",
+    "permutation_chance",
     "plot_roc",
     "reject_memorized",
     "release_gate",

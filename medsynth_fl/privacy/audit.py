@@ -41,7 +41,13 @@ from .memorization import (
     memorization_rate,
     min_distinct_distance,
 )
-from .metrics import AttackResult, evaluate_attack, p1d
+from .metrics import (
+    AttackResult,
+    ChanceLevel,
+    evaluate_attack,
+    p1d,
+    permutation_chance,
+)
 from .signals import critic_scores, embeddings, knn_distances, pixels, recovery_errors
 
 if TYPE_CHECKING:
@@ -245,6 +251,8 @@ class AuditReport:
     memorization_threshold : the identity distance used in each space.
     task_accuracy : accuracy of the downstream model, when given.
     p1d : P1(D) per attack (empty without ``task_accuracy``).
+    chance : per metric, its largest value over the attacks against the same
+        audit with permuted membership labels (:func:`permutation_chance`).
     """
 
     results: dict[str, AttackResult]
@@ -252,6 +260,7 @@ class AuditReport:
     memorization_threshold: dict[str, float]
     task_accuracy: float | None = None
     p1d: dict[str, float] = field(default_factory=dict)
+    chance: dict[str, ChanceLevel] = field(default_factory=dict)
 
 
 def _one_side(
@@ -345,6 +354,7 @@ def run_audit(
         name: evaluate_attack(name, s[: len(m)], s[len(m) :], seed)
         for name, s in scores.items()
     }
+    chance = permutation_chance(scores, len(m), seed=seed)
     rates, thresholds = _memorization(models, members)
     log.info(
         "audit of %d + %d candidates in %.1f s",
@@ -360,6 +370,7 @@ def run_audit(
         p1d={}
         if task_accuracy is None
         else {name: p1d(task_accuracy, r.acc) for name, r in results.items()},
+        chance=chance,
     )
 
 

@@ -176,6 +176,104 @@ def rank_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> np.
     return np.array([auc, tpr_at(0.01), tpr_at(0.001)])
 
 
+RANK_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")  # rank_metrics' order
+
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """One metric's largest value over every attack, against chance.
+
+    Chance is the same audit with the membership labels permuted among the
+    candidates (every attack under the same permutation, so their correlation
+    is kept). The maximum over attacks is what a target such as "every attack
+    at TPR ≤ 2 %" tests, and with a few hundred non-members that maximum is
+    well above the single-attack chance level even for a generator that
+    leaks nothing.
+
+    Attributes
+    ----------
+    metric : ``"auc"``, ``"tpr_at_1pct_fpr"`` or ``"tpr_at_0_1pct_fpr"``.
+    observed_max : the largest value over the attacks.
+    null_mean_max, null_q95_max : mean and 95th percentile of that maximum
+        under permuted labels.
+    p_value : family-wise p-value of ``observed_max`` (share of permutations
+        whose maximum reaches it, +1 smoothed).
+    adjusted_p : attack → its value's family-wise adjusted p-value
+        (Westfall-Young single step: the same share, for that attack's value).
+    n_permutations : permutations drawn.
+    """
+
+    metric: str
+    observed_max: float
+    null_mean_max: float
+    null_q95_max: float
+    p_value: float
+    adjusted_p: dict[str, float]
+    n_permutations: int
+
+
+def permutation_chance(
+    scores: dict[str, np.ndarray],
+    n_members: int,
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> dict[str, ChanceLevel]:
+    """Chance levels of every metric's maximum over attacks (see :class:`ChanceLevel`).
+
+    Parameters
+    ----------
+    scores : attack name → scores of every candidate, the ``n_members``
+        members first, then the non-members (larger = member).
+    n_members : how many of the candidates are members.
+    n_permutations : label permutations of the null distribution.
+    seed : seed of the permutations.
+
+    Returns
+    -------
+    dict of str to ChanceLevel
+        One entry per metric of :data:`RANK_METRICS`.
+    """
+    names = sorted(scores)
+    if not names:
+        raise ValueError("no attack scores to compare with chance")
+    stacked = np.stack([_check_scores(scores[n], n) for n in names])
+    total = stacked.shape[1]
+    if not 0 < n_members < total:
+        raise ValueError("need at least one member and one non-member")
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be at least 1")
+
+    def metrics_of(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [rank_metrics(row[member_idx], row[nonmember_idx]) for row in stacked]
+        )
+
+    observed = metrics_of(np.arange(n_members), np.arange(n_members, total))
+    rng = np.random.default_rng(seed)
+    null_max = np.empty((n_permutations, len(RANK_METRICS)))
+    for i in range(n_permutations):
+        perm = rng.permutation(total)
+        null_max[i] = metrics_of(perm[:n_members], perm[n_members:]).max(axis=0)
+
+    def p_of(value: float, j: int) -> float:
+        return float(
+            (1 + np.sum(null_max[:, j] >= value - 1e-12)) / (n_permutations + 1)
+        )
+
+    return {
+        metric: ChanceLevel(
+            metric=metric,
+            observed_max=float(observed[:, j].max()),
+            null_mean_max=float(null_max[:, j].mean()),
+            null_q95_max=float(np.quantile(null_max[:, j], 0.95)),
+            p_value=p_of(observed[:, j].max(), j),
+            adjusted_p={n: p_of(observed[a, j], j) for a, n in enumerate(names)},
+            n_permutations=n_permutations,
+        )
+        for j, metric in enumerate(RANK_METRICS)
+    }
+
+
 def bootstrap_intervals(
     member_scores: np.ndarray,
     nonmember_scores: np.ndarray,

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .audit import AuditReport, GateDecision, auc_leaks, tpr_leaks
-from .metrics import AttackResult
+from .metrics import AttackResult, ChanceLevel
 
 SUMMARY_FIELDS = {
     "acc": "acc",
@@ -79,6 +79,18 @@ def result_to_dict(result: AttackResult, include_roc: bool = True) -> dict[str, 
     return out
 
 
+def chance_to_dict(chance: ChanceLevel) -> dict[str, Any]:
+    """One metric's comparison with chance as JSON-able plain values."""
+    return {
+        "observed_max": _plain(chance.observed_max),
+        "null_mean_max": _plain(chance.null_mean_max),
+        "null_q95_max": _plain(chance.null_q95_max),
+        "p_value": _plain(chance.p_value),
+        "adjusted_p": {k: _plain(v) for k, v in sorted(chance.adjusted_p.items())},
+        "n_permutations": chance.n_permutations,
+    }
+
+
 def report_to_dict(
     report: AuditReport, gate: GateDecision | None = None, include_roc: bool = True
 ) -> dict[str, Any]:
@@ -94,7 +106,7 @@ def report_to_dict(
     -------
     dict
         ``attacks``, ``memorization``, ``memorization_threshold``,
-        ``task_accuracy``, ``p1d`` and, with a gate, ``gate``.
+        ``task_accuracy``, ``p1d``, ``chance`` and, with a gate, ``gate``.
     """
     out: dict[str, Any] = {
         "attacks": {
@@ -106,6 +118,7 @@ def report_to_dict(
         },
         "task_accuracy": _plain(report.task_accuracy),
         "p1d": {k: _plain(v) for k, v in report.p1d.items()},
+        "chance": {k: chance_to_dict(c) for k, c in report.chance.items()},
     }
     if gate is not None:
         out["gate"] = {"allowed": gate.allowed, "reasons": list(gate.reasons)}

@@ -9,6 +9,7 @@ from medsynth_fl.privacy.metrics import (
     balanced_subsample,
     evaluate_attack,
     p1d,
+    permutation_chance,
     rank_metrics,
     tpr_at_fpr,
 )
@@ -164,3 +165,53 @@ def test_bootstrap_intervals_of_a_perfect_attack_and_of_too_few_scores():
     skipped = evaluate_attack("skip", np.ones(5), np.zeros(5), n_bootstrap=0)
     for r in (single, skipped):
         assert r.auc_ci is r.tpr_at_1pct_fpr_ci is r.tpr_at_0_1pct_fpr_ci is None
+
+
+def _eight_chance_attacks(seed, n_members=1000, n_nonmembers=229):
+    rng = np.random.default_rng(seed)
+    return {f"a{i}": rng.normal(size=n_members + n_nonmembers) for i in range(8)}
+
+
+def test_chance_max_tpr_over_eight_attacks_exceeds_two_percent_on_229_nonmembers():
+    # The 1 % FPR threshold on 229 non-members is the 3rd-highest of them:
+    # one attack at chance flags ~3/230 = 1.3 % of members; the worst of
+    # eight flags more. This is what the privacy benchmark's headline meets.
+    chance = permutation_chance(_eight_chance_attacks(0), 1000, n_permutations=300)
+    tpr = chance["tpr_at_1pct_fpr"]
+    assert 0.02 < tpr.null_mean_max < 0.035
+    assert tpr.null_q95_max > tpr.null_mean_max
+    assert chance["auc"].null_q95_max == pytest.approx(0.55, abs=0.015)
+    assert set(tpr.adjusted_p) == {f"a{i}" for i in range(8)}
+
+
+def test_chance_p_values_are_calibrated_on_scores_without_signal():
+    p = [
+        permutation_chance(_eight_chance_attacks(s, 300, 100), 300, 100, seed=s)[
+            "tpr_at_1pct_fpr"
+        ].p_value
+        for s in range(40)
+    ]
+    assert np.mean(np.array(p) <= 0.05) <= 0.15
+    assert 0.25 < np.median(p) < 0.75
+
+
+def test_chance_flags_one_attack_that_singles_out_eight_percent_of_members():
+    scores = _eight_chance_attacks(1)
+    scores["a3"][:80] += 6.0  # 80 of 1000 members above every non-member
+    tpr = permutation_chance(scores, 1000, n_permutations=300)["tpr_at_1pct_fpr"]
+    assert tpr.observed_max >= 0.08
+    assert tpr.p_value < 0.01 and tpr.adjusted_p["a3"] < 0.01
+    assert min(tpr.adjusted_p, key=tpr.adjusted_p.get) == "a3"
+
+
+def test_chance_is_reproducible_and_checks_its_input():
+    scores = _eight_chance_attacks(2, 50, 30)
+    a = permutation_chance(scores, 50, n_permutations=50, seed=3)
+    b = permutation_chance(scores, 50, n_permutations=50, seed=3)
+    assert a == b
+    with pytest.raises(ValueError, match="member"):
+        permutation_chance(scores, 80)
+    with pytest.raises(ValueError, match="no attack"):
+        permutation_chance({}, 10)
+    with pytest.raises(ValueError, match="NaN"):
+        permutation_chance({"x": np.array([0.1, np.nan, 0.3])}, 1)
