@@ -212,6 +212,53 @@ class ChanceLevel:
     n_permutations: int
 
 
+def masked_rank_metrics(scores: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """:func:`rank_metrics` for many member/non-member splits of one score array.
+
+    Permutations change only which candidates are members, so the ranks and
+    the descending order of the scores are computed once and each split is a
+    row of ``members`` (bool, ``[splits, len(scores)]``). Equal to calling
+    :func:`rank_metrics` per row (a test checks it, ties included), ~50×
+    faster for a thousand splits.
+
+    Returns
+    -------
+    np.ndarray
+        ``[splits, 3]``: AUC, TPR at 1 % FPR and TPR at 0.1 % FPR per split.
+    """
+    from scipy.stats import rankdata
+
+    n_members = int(members[0].sum())
+    n_nonmembers = len(scores) - n_members
+    ranks = rankdata(scores)  # ties get their mean rank: they count half
+    auc = (members @ ranks - n_members * (n_members + 1) / 2) / (
+        n_members * n_nonmembers
+    )
+    order = np.argsort(-scores, kind="stable")
+    desc = scores[order]
+    in_order = members[:, order]
+    members_before = np.cumsum(in_order, axis=1)  # members at positions ≤ j
+    nonmembers_before = np.cumsum(~in_order, axis=1)
+    # first position of each score's tie group: members strictly above it
+    first_of_tie = np.searchsorted(-desc, -desc, side="left")
+
+    def tpr_at(target: float) -> np.ndarray:
+        allowed = int(np.floor(target * n_nonmembers + 1e-9))
+        if allowed >= n_nonmembers:
+            return np.ones(len(members))
+        # position of the (allowed+1)-th largest non-member score
+        pos = np.argmax(nonmembers_before >= allowed + 1, axis=1)
+        start = first_of_tie[pos]
+        above = np.where(
+            start > 0,
+            members_before[np.arange(len(members)), np.maximum(start - 1, 0)],
+            0,
+        )
+        return above / n_members
+
+    return np.stack([auc, tpr_at(0.01), tpr_at(0.001)], axis=1)
+
+
 def permutation_chance(
     scores: dict[str, np.ndarray],
     n_members: int,
@@ -243,17 +290,12 @@ def permutation_chance(
     if n_permutations < 1:
         raise ValueError("n_permutations must be at least 1")
 
-    def metrics_of(member_idx: np.ndarray, nonmember_idx: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [rank_metrics(row[member_idx], row[nonmember_idx]) for row in stacked]
-        )
-
-    observed = metrics_of(np.arange(n_members), np.arange(n_members, total))
+    observed = np.stack([rank_metrics(r[:n_members], r[n_members:]) for r in stacked])
     rng = np.random.default_rng(seed)
-    null_max = np.empty((n_permutations, len(RANK_METRICS)))
+    masks = np.zeros((n_permutations, total), dtype=bool)  # True: member
     for i in range(n_permutations):
-        perm = rng.permutation(total)
-        null_max[i] = metrics_of(perm[:n_members], perm[n_members:]).max(axis=0)
+        masks[i, rng.permutation(total)[:n_members]] = True
+    null_max = np.max([masked_rank_metrics(row, masks) for row in stacked], axis=0)
 
     def p_of(value: float, j: int) -> float:
         return float(

@@ -8,6 +8,7 @@ from medsynth_fl.privacy.metrics import (
     algorithm1_accuracy,
     balanced_subsample,
     evaluate_attack,
+    masked_rank_metrics,
     p1d,
     permutation_chance,
     rank_metrics,
@@ -215,3 +216,13 @@ def test_chance_is_reproducible_and_checks_its_input():
         permutation_chance({}, 10)
     with pytest.raises(ValueError, match="NaN"):
         permutation_chance({"x": np.array([0.1, np.nan, 0.3])}, 1)
+
+
+def test_masked_rank_metrics_equal_rank_metrics_per_split_ties_included():
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.normal(size=301), 1)  # many ties
+    members = np.zeros((25, len(scores)), dtype=bool)
+    for row in members:
+        row[rng.permutation(len(scores))[:120]] = True
+    expected = np.stack([rank_metrics(scores[m], scores[~m]) for m in members])
+    np.testing.assert_allclose(masked_rank_metrics(scores, members), expected)
