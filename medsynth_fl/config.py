@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +50,32 @@ class DataConfig(_Section):
 
 
 class GeneratorConfig(_Section):
-    """Attention generator of seed 000 §3.1."""
+    """The site's generator: seed 000's attention generator or the cGAN."""
 
-    arch: Literal["attention"] = "attention"
+    # attention: seed 000 §3.1; cbn_resnet: conditional-BN ResNet (models/cgan.py)
+    arch: Literal["attention", "cbn_resnet"] = "attention"
     ngf: int = Field(64, ge=4)  # channels of the first encoder stage
     n_res_blocks: int = Field(6, ge=1)  # residual attention blocks in the transition
     use_mask: bool = True  # eq. (1) blend; False: s = g (ablation)
     canvas_downsample: int = Field(4, ge=1)  # noise canvas is image_size / this
     embed_dim: int = Field(16, ge=1)  # class-embedding channels fed to the encoder
     spectral_norm: bool = True
+    z_dim: int = Field(128, ge=1)  # cbn_resnet: size of the noise vector
+    attention: bool = True  # cbn_resnet: one self-attention layer at 16 px
+    label_head: bool = False  # cbn_resnet: distilled soft-label head (stage "labels")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)  # EMA of the weights, shipped; 0: off
 
 
 class CriticConfig(_Section):
-    """Discriminator F_a: 9 convolutions + 2 fully connected layers."""
+    """Discriminator F_a: seed 000's 9 conv + 2 FC layers, or the projection ResNet."""
 
+    arch: Literal["paper9", "projection_resnet"] = "paper9"
     ndf: int = Field(64, ge=4)
     fc_hidden: int = Field(256, ge=8)
     spectral_norm: bool = False  # WGAN-GP already constrains the critic
 
 
-GanLoss = Literal["wgan-gp", "lsgan"]
+GanLoss = Literal["wgan-gp", "lsgan", "hinge"]
 
 
 class Phase1Config(_Section):
@@ -81,6 +87,7 @@ class Phase1Config(_Section):
     beta1: float = Field(0.9, ge=0, lt=1)  # "momentum 0.9" (seed 000 §4.2)
     beta2: float = Field(0.999, ge=0, lt=1)
     n_critic: int = Field(5, ge=1)
+    lr_critic: float | None = Field(None, gt=0)  # TTUR: the critic's own lr (None: lr)
     lambda_gp: float = Field(10.0, ge=0)
     # lsgan: the unregularised objective that memorises (positive control only)
     loss: GanLoss = "wgan-gp"
@@ -88,11 +95,15 @@ class Phase1Config(_Section):
     augment: bool = (
         True  # flips/90° rotations of real batches (False: positive control)
     )
+    diffaugment: bool = False  # random differentiable transforms before the critic
 
 
 class Phase2Config(_Section):
-    """Logit matching against the fine-tuned ViT teacher, eqs. (4)-(5)."""
+    """Phase II: seed 000's logit matching, or class-wise distribution matching."""
 
+    # logit_matching: eqs. (4)-(5) against the ViT teacher; distribution_matching:
+    # class-wise feature moments against a pool of online-trained ConvNets (DM/DiM)
+    objective: Literal["logit_matching", "distribution_matching"] = "logit_matching"
     epochs: float = Field(30.0, ge=0)  # 0 skips phase II
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1.0e-4, gt=0)
@@ -101,7 +112,18 @@ class Phase2Config(_Section):
     class_sampling: Literal["natural", "sqrt", "balanced"] = "balanced"
     # One random differentiable transform per real/synthetic pair before the
     # teacher (DSA), so that the match survives flips, shifts, zoom and colour.
+    # (distribution matching: one independent transform per image of each batch)
     augment: bool = True
+    # distribution_matching only:
+    pool_size: int = Field(4, ge=1)  # ConvNets in the teacher pool
+    pool_width: int = Field(64, ge=1)  # channels of each pool ConvNet
+    pool_depth: int = Field(3, ge=1)  # conv blocks (image_size divisible by 2**depth)
+    pool_lr: float = Field(0.01, gt=0)  # SGD (momentum 0.9) lr of the pool members
+    # pool steps between re-initialisations of one member, in turn (0: never)
+    pool_reinit_every: int = Field(100, ge=0)
+    lambda_logits: float = Field(1.0, ge=0)  # weight of the log-softmax moment loss
+    lambda_embed: float = Field(1.0, ge=0)  # weight of the embedding moment loss
+    second_moment: float = Field(1.0, ge=0)  # weight of E[f²] beside the mean (0: DM)
 
 
 class ViTConfig(_Section):
@@ -120,10 +142,19 @@ class ViTConfig(_Section):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
 
 
-class ClassifierTrainConfig(_Section):
-    """Training of a ViT classifier (the site's teacher or the downstream model)."""
+class ConvNetConfig(_Section):
+    """The small ConvNet of dataset-distillation work (``models/convnet.py``)."""
 
-    vit: ViTConfig = Field(default_factory=ViTConfig)
+    width: int = Field(128, ge=4)  # channels of every convolution
+    depth: int = Field(3, ge=1)  # conv blocks; image_size must divide by 2**depth
+
+
+class ClassifierTrainConfig(_Section):
+    """Training of a classifier (the site's teacher or the downstream model)."""
+
+    arch: Literal["vit", "convnet", "resnet18"] = "vit"  # models/classifiers.py
+    vit: ViTConfig = Field(default_factory=ViTConfig)  # arch=vit
+    convnet: ConvNetConfig = Field(default_factory=ConvNetConfig)  # arch=convnet
     steps: int = Field(3000, ge=1)  # optimiser steps, unless epochs is set
     epochs: float | None = Field(
         None, gt=0
@@ -134,7 +165,23 @@ class ClassifierTrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     class_sampling: Literal["natural", "sqrt", "balanced"] = "sqrt"
-    augment: bool = True  # flips and 90° rotations: dermoscopy has no orientation
+    # none | dihedral (flips and 90° rotations: dermoscopy has no orientation) |
+    # strong (dihedral + resized crop, small rotation, mild colour jitter)
+    augment: Literal["none", "dihedral", "strong"] = "dihedral"
+    mix: Literal["none", "mixup", "cutmix", "both"] = "none"  # on the targets too
+    mix_alpha: float = Field(1.0, gt=0)  # Beta(alpha, alpha) of the mixing weight
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # soft: train on a batch's soft targets (ImageSet.soft_labels, a generator's
+    # label head) where it has them; hard: on the integer labels
+    label_mode: Literal["hard", "soft"] = "hard"
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_from_bool(cls, value: Any) -> Any:
+        # YAML written before the modes existed says true / false.
+        if isinstance(value, bool):
+            return "dihedral" if value else "none"
+        return value
 
 
 class SamplingConfig(_Section):
@@ -160,6 +207,16 @@ class TrainingConfig(_Section):
     log_every: int = Field(50, ge=1)
     # condensation draws every lesion as often as one image (phase I, teacher, II)
     lesion_weighting: bool = True
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the GAN's forwards
+
+
+class LabelsConfig(_Section):
+    """Distilling the site teacher's soft labels into the generator's label head."""
+
+    steps: int = Field(300, ge=0)  # 0 skips the stage (only with a label head)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1.0e-3, gt=0)  # Adam
+    temperature: float = Field(1.0, gt=0)  # softens the teacher's logits
 
 
 class AuditConfig(_Section):
@@ -196,6 +253,9 @@ class FederationConfig(_Section):
     baseline_local_steps: int = Field(
         50, ge=1
     )  # FedAvg baseline: local steps per round
+    # fixed: train the shared model on the union of the sampled IPC sets;
+    # stream: on fresh samples of the accepted generators at every step
+    downstream: Literal["fixed", "stream"] = "fixed"
 
 
 def epoch_steps(
@@ -217,6 +277,7 @@ class Config(_Section):
     phase2: Phase2Config = Field(default_factory=Phase2Config)
     teacher: ClassifierTrainConfig = Field(default_factory=ClassifierTrainConfig)
     classifier: ClassifierTrainConfig = Field(default_factory=ClassifierTrainConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     package: PackageConfig = Field(default_factory=PackageConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_sco
 from torch import nn
 
 from .data.imageset import ImageSet
-from .models.vit import vit_logits
+from .models.classifiers import classifier_logits
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def predict_proba(
     device = next(model.parameters()).device
     x, _ = images.to_tensors()
     out = [
-        torch.softmax(vit_logits(model, b.to(device)), dim=1).cpu()
+        torch.softmax(classifier_logits(model, b.to(device)), dim=1).cpu()
         for b in x.split(batch_size)
     ]
     return torch.cat(out).numpy()

@@ -25,10 +25,17 @@ def sample_condensed_set(
 
     Parameters
     ----------
-    generator : a generator with ``sample_noise`` and ``forward(z, y)``.
+    generator : a generator with ``sample_noise`` and ``forward(z, y)``; one
+        with ``has_label_head`` also gives ``forward_parts(z, y)["label_logits"]``.
     class_names : the generator's full label space.
     classes : the classes to sample (e.g. the package's ``classes_present``).
     ipc : images per class.
+
+    Returns
+    -------
+    ImageSet
+        ``ipc`` images per class, in ``classes`` order; with ``soft_labels``
+        (the softmax of the label head) when the generator has a label head.
     """
     unknown = sorted(set(classes) - set(class_names))
     if unknown:
@@ -39,13 +46,28 @@ def sample_condensed_set(
     rng = torch.Generator().manual_seed(seed)
     labels = torch.tensor([class_names.index(c) for c in classes for _ in range(ipc)])
     device = next(generator.parameters()).device
-    chunks = []
+    with_head = getattr(generator, "has_label_head", False)
+    chunks, soft = [], []
     for batch in labels.split(batch_size):
         z = generator.sample_noise(len(batch), rng)
-        chunks.append(images_from_tensor(generator(z, batch.to(device))))
+        if with_head:
+            parts = generator.forward_parts(z, batch.to(device))
+            chunks.append(images_from_tensor(parts["s"]))
+            soft.append(soft_targets(parts["label_logits"]))
+        else:
+            chunks.append(images_from_tensor(generator(z, batch.to(device))))
     return ImageSet(
-        np.concatenate(chunks), labels.numpy().astype(np.int64), tuple(class_names)
+        np.concatenate(chunks),
+        labels.numpy().astype(np.int64),
+        tuple(class_names),
+        soft_labels=np.concatenate(soft) if with_head else None,
     )
+
+
+def soft_targets(label_logits: torch.Tensor) -> np.ndarray:
+    """Probability rows (float32, summing to 1) from a label head's logits."""
+    p = torch.softmax(label_logits.detach().double(), dim=1)  # float64: exact sums
+    return p.float().cpu().numpy()
 
 
 def save_class_grids(images: ImageSet, out_dir: Path, columns: int = 10) -> list[Path]:

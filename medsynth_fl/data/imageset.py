@@ -10,6 +10,7 @@ import torch
 
 # Optional per-image metadata columns carried alongside the pixels.
 META_COLUMNS = ("image_ids", "center", "lesion_id", "fold")
+SOFT_LABELS = "soft_labels"  # the npz key of the optional soft labels
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,16 @@ class ImageSet:
 
     Real data, condensed sets and site partitions all use this type, so every
     reader, split and trainer speaks one format. Metadata arrays are optional
-    and, when present, have one entry per image.
+    and, when present, have one entry per image. ``soft_labels`` (float32
+    N×K, rows summing to 1) are optional class probabilities per image, e.g.
+    a generator's label head's view of its own sample.
     """
 
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    soft_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3:
@@ -40,6 +44,8 @@ class ImageSet:
         for key, values in self.meta.items():
             if len(values) != len(self.images):
                 raise ValueError(f"meta column {key!r} has the wrong length")
+        if self.soft_labels is not None:
+            check_soft_labels(self.soft_labels, len(self.images), len(self.class_names))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,13 +66,15 @@ class ImageSet:
             self.labels[index],
             self.class_names,
             {k: v[index] for k, v in self.meta.items()},
+            None if self.soft_labels is None else self.soft_labels[index],
         )
 
     @staticmethod
     def concat(parts: list[ImageSet]) -> ImageSet:
         """Join image sets with the same class names.
 
-        Metadata is kept where all have it.
+        Metadata is kept where all have it; soft labels where any has them
+        (one-hot rows for the parts without).
         """
         if not parts:
             raise ValueError("nothing to concatenate")
@@ -79,6 +87,7 @@ class ImageSet:
             np.concatenate([p.labels for p in parts]),
             names,
             {k: np.concatenate([p.meta[k] for p in parts]) for k in sorted(keys)},
+            _concat_soft(parts),
         )
 
     def to_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,8 +105,33 @@ class ImageSet:
             labels=self.labels.astype(np.int64),
             class_names=np.array(self.class_names),
             **{k: np.asarray(v) for k, v in self.meta.items()},
+            **({} if self.soft_labels is None else {SOFT_LABELS: self.soft_labels}),
         )
         return path
+
+
+def check_soft_labels(soft: np.ndarray, n: int, k: int) -> None:
+    """Raise ValueError unless ``soft`` is float32 ``n``×``k`` probability rows."""
+    if soft.dtype != np.float32 or soft.shape != (n, k):
+        raise ValueError(
+            f"soft_labels must be float32 {n}×{k}, got {soft.dtype} {soft.shape}"
+        )
+    if n and (
+        not np.isfinite(soft).all()
+        or soft.min() < 0
+        or not np.allclose(soft.sum(axis=1), 1.0, atol=1e-4)
+    ):
+        raise ValueError("soft_labels rows must be probabilities that sum to 1")
+
+
+def _concat_soft(parts: list[ImageSet]) -> np.ndarray | None:
+    if all(p.soft_labels is None for p in parts):
+        return None
+    k = len(parts[0].class_names)
+    eye = np.eye(k, dtype=np.float32)
+    return np.concatenate(
+        [p.soft_labels if p.soft_labels is not None else eye[p.labels] for p in parts]
+    )
 
 
 def images_from_tensor(x: torch.Tensor) -> np.ndarray:

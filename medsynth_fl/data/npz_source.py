@@ -17,7 +17,7 @@ from ._imaging import fit_size
 from ._npzio import npz_keys, read_npz
 from ._select import check_empty_classes, select_rows
 from .errors import DataFormatError, OnEmptyClass
-from .imageset import META_COLUMNS, ImageSet
+from .imageset import META_COLUMNS, SOFT_LABELS, ImageSet
 
 REQUIRED = ("images", "labels", "class_names")
 
@@ -40,8 +40,16 @@ def _validate(arrays: dict[str, np.ndarray], path: Path) -> None:
         raise DataFormatError(f"{path}: 'class_names' must be a 1-D string array")
     if n and (labels.min() < 0 or labels.max() >= len(names)):
         raise DataFormatError(f"{path}: a label is outside 0..{len(names) - 1}")
+    soft = arrays.get(SOFT_LABELS)
+    if soft is not None and (
+        soft.dtype != np.float32 or soft.shape != (n, len(names))
+    ):
+        raise DataFormatError(
+            f"{path}: {SOFT_LABELS!r} must be float32 {n}×{len(names)}, got "
+            f"{soft.dtype} {soft.shape}"
+        )
     for key, values in arrays.items():
-        if key in REQUIRED:
+        if key in REQUIRED or key == SOFT_LABELS:
             continue
         if values.shape != (n,) or (key in META_COLUMNS and values.dtype.kind != "U"):
             kind = "strings" if key in META_COLUMNS else "values"
@@ -92,6 +100,7 @@ def load_npz(
     arrays = read_npz(path, REQUIRED, optional)
     _validate(arrays, path)
     n = len(arrays["labels"])
+    soft = arrays.pop(SOFT_LABELS, None)
     meta = {k: v for k, v in arrays.items() if k not in REQUIRED}
     for key in META_COLUMNS:
         meta.setdefault(key, np.full(n, "", dtype="<U1"))
@@ -108,4 +117,20 @@ def load_npz(
         labels,
         tuple(classes),
         {k: v[rows] for k, v in meta.items()},
+        None if soft is None else _select_soft(soft[rows], names, classes),
     )
+
+
+def _select_soft(
+    soft: np.ndarray, names: Sequence[str], classes: Sequence[str]
+) -> np.ndarray:
+    """Soft-label columns of ``classes`` (stored order ``names``), renormalised.
+
+    Mass on classes left out is dropped; a row left with none falls back to
+    uniform over the kept classes (rows are kept by their hard label, which
+    the soft label almost always favours).
+    """
+    kept = soft[:, [list(names).index(c) for c in classes]].astype(np.float64)
+    total = kept.sum(axis=1, keepdims=True)
+    out = np.where(total > 0, kept / np.where(total > 0, total, 1), 1 / len(classes))
+    return out.astype(np.float32)

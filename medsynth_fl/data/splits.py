@@ -186,3 +186,20 @@ def split_train_test(
         train = ~test
     log.info("split %s: %d train, %d test", method, int(train.sum()), int(test.sum()))
     return images.subset(np.flatnonzero(train)), images.subset(np.flatnonzero(test))
+
+
+def validation_split(
+    train: ImageSet, fraction: float = 0.2, seed: int = 0
+) -> tuple[ImageSet, ImageSet]:
+    """Carve a lesion-grouped validation set out of a training set.
+
+    Every step count, weight and preset is chosen on this split, never on the
+    test fold. No lesion is on both sides.
+
+    Returns
+    -------
+    tuple of ImageSet
+        ``(fit, validation)``.
+    """
+    mask = grouped_test_mask(train.labels, lesion_groups(train), fraction, seed)
+    return train.subset(~mask), train.subset(mask)

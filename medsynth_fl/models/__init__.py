@@ -1,5 +1,6 @@
-"""Models: the attention generator, its critic, and the timm ViT (+LoRA)."""
+"""Models: generators, critics and classifiers (timm ViT, ConvNet, ResNet-18)."""
 
+from .classifiers import build_classifier, classifier_embedding, classifier_logits
 from .critic import Critic
 from .generator import AttentionGenerator, count_parameters
 from .registry import build_critic, build_generator, generator_kwargs
@@ -8,9 +9,12 @@ from .vit import build_vit, trainable_parameters, vit_embedding, vit_logits
 __all__ = [
     "AttentionGenerator",
     "Critic",
+    "build_classifier",
     "build_critic",
     "build_generator",
     "build_vit",
+    "classifier_embedding",
+    "classifier_logits",
     "count_parameters",
     "generator_kwargs",
     "trainable_parameters",

@@ -12,20 +12,34 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..config import CriticConfig, GeneratorConfig
+from .cgan import ConditionalResNetGenerator, ProjectionCritic
 from .critic import Critic
 from .generator import AttentionGenerator
 
-GENERATORS: dict[str, Callable[..., nn.Module]] = {"attention": AttentionGenerator}
+GENERATORS: dict[str, Callable[..., nn.Module]] = {
+    "attention": AttentionGenerator,
+    "cbn_resnet": ConditionalResNetGenerator,
+}
+CRITICS: dict[str, Callable[..., nn.Module]] = {
+    "paper9": Critic,
+    "projection_resnet": ProjectionCritic,
+}
 
 
 def generator_kwargs(
     cfg: GeneratorConfig, image_size: int, num_classes: int
 ) -> dict[str, Any]:
     """Constructor keyword arguments of the generator: its architecture config."""
+    common = {"image_size": image_size, "num_classes": num_classes, "ngf": cfg.ngf}
+    if cfg.arch == "cbn_resnet":
+        return {
+            **common,
+            "z_dim": cfg.z_dim,
+            "attention": cfg.attention,
+            "label_head": cfg.label_head,
+        }
     return {
-        "image_size": image_size,
-        "num_classes": num_classes,
-        "ngf": cfg.ngf,
+        **common,
         "n_res_blocks": cfg.n_res_blocks,
         "use_mask": cfg.use_mask,
         "canvas_downsample": cfg.canvas_downsample,
@@ -46,22 +60,34 @@ def build_generator(arch: str, kwargs: dict[str, Any]) -> nn.Module:
 def critic_kwargs(
     cfg: CriticConfig, image_size: int, num_classes: int
 ) -> dict[str, Any]:
-    """Constructor keyword arguments of the critic."""
-    return {
+    """Constructor keyword arguments of the critic (``arch`` names its class)."""
+    common = {
+        "arch": cfg.arch,
         "image_size": image_size,
         "num_classes": num_classes,
         "ndf": cfg.ndf,
-        "fc_hidden": cfg.fc_hidden,
-        "spectral_norm": cfg.spectral_norm,
     }
+    if cfg.arch == "projection_resnet":
+        return common
+    return {**common, "fc_hidden": cfg.fc_hidden, "spectral_norm": cfg.spectral_norm}
 
 
-def build_critic(cfg: CriticConfig, image_size: int, num_classes: int) -> Critic:
+def _critic_from_kwargs(kwargs: dict[str, Any]) -> nn.Module:
+    kwargs = dict(kwargs)
+    arch = kwargs.pop("arch", "paper9")  # files written before the ResNet critic
+    if arch not in CRITICS:
+        raise ValueError(
+            f"unknown critic architecture {arch!r}; known: {list(CRITICS)}"
+        )
+    return CRITICS[arch](**kwargs)
+
+
+def build_critic(cfg: CriticConfig, image_size: int, num_classes: int) -> nn.Module:
     """Build the site's critic F_a from its config section."""
-    return Critic(**critic_kwargs(cfg, image_size, num_classes))
+    return _critic_from_kwargs(critic_kwargs(cfg, image_size, num_classes))
 
 
-def save_critic(critic: Critic, kwargs: dict[str, Any], path: Path) -> Path:
+def save_critic(critic: nn.Module, kwargs: dict[str, Any], path: Path) -> Path:
     """Write the critic's weights with its constructor kwargs (site-local file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in critic.state_dict().items()}
@@ -69,7 +95,7 @@ def save_critic(critic: Critic, kwargs: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def load_critic(path: Path) -> Critic:
+def load_critic(path: Path) -> nn.Module:
     """Rebuild a critic written by :func:`save_critic` (no unpickling)."""
     if not path.is_file():
         raise FileNotFoundError(f"critic checkpoint not found: {path}")
@@ -79,6 +105,6 @@ def load_critic(path: Path) -> Critic:
             raise ValueError(
                 f"{path} is not a critic written by medsynth-fl (no critic_kwargs)"
             )
-        critic = Critic(**json.loads(meta["critic_kwargs"]))
+        critic = _critic_from_kwargs(json.loads(meta["critic_kwargs"]))
         critic.load_state_dict({k: f.get_tensor(k) for k in f.keys()})
     return critic.eval()

@@ -19,7 +19,7 @@ the candidates were:
 
 ``forward`` returns the spatial feature map (the φ of eq. 1); ``embed`` pools
 it to a 4×4 grid and flattens it (the embedding of the distance attacks).
-Any other feature function (e.g. ``vit_embedding`` of a trusted ViT) can be
+Any other feature function (e.g. ``classifier_embedding`` of a trusted model) can be
 passed to :mod:`medsynth_fl.privacy.signals` instead.
 """
 

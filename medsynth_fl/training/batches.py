@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..data.imageset import ImageSet
 
 ClassSampling = Literal["natural", "sqrt", "balanced"]
 
@@ -88,6 +91,48 @@ class BatchSampler:
         """A batch of ``n`` images drawn with replacement under the class weights."""
         idx = torch.from_numpy(rng.choice(len(self.p), size=n, p=self.p))
         return self.images[idx], self.labels[idx]
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # images, labels, soft
+
+
+class BatchSource(Protocol):
+    """Anything a classifier trains from: real images, a condensed set, generators."""
+
+    def draw(
+        self, np_rng: np.random.Generator, n: int, torch_rng: torch.Generator
+    ) -> Batch:
+        """``n`` images ``[n, 3, H, W]`` in [-1, 1], labels, soft targets or None."""
+        ...
+
+
+class ImageSetSource:
+    """Batches of an in-memory :class:`ImageSet`, with its soft labels when it has them.
+
+    Draws the same indices as :class:`BatchSampler` (same weights, same RNG
+    calls), so training on an image set replays as it did before soft targets.
+    """
+
+    def __init__(
+        self,
+        images: ImageSet,
+        mode: ClassSampling = "natural",
+        groups: np.ndarray | None = None,
+    ):
+        x, y = images.to_tensors()
+        self.sampler = BatchSampler(x, y, len(images.class_names), mode, groups)
+        soft = images.soft_labels
+        self.soft = None if soft is None else torch.from_numpy(soft)
+
+    def draw(
+        self, np_rng: np.random.Generator, n: int, torch_rng: torch.Generator
+    ) -> Batch:
+        """``n`` images drawn with replacement under the class weights."""
+        idx = torch.from_numpy(
+            np_rng.choice(len(self.sampler.p), size=n, p=self.sampler.p)
+        )
+        soft = None if self.soft is None else self.soft[idx]
+        return self.sampler.images[idx], self.sampler.labels[idx], soft
 
 
 def dihedral(x: torch.Tensor, flip: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:

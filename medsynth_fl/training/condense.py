@@ -37,14 +37,15 @@ from .batches import BatchSampler
 from .checkpoint import StopFlag, load_checkpoint, save_checkpoint
 from .classifier import ClassifierTrainer
 from .distributed import DistInfo, barrier, unwrap, wrap_ddp
+from .labels import LabelDistiller
 from .loop import LoopContext, run_stage
-from .phase1_wgan import GanModels, phase1_step
+from .phase1_wgan import GanModels, make_ema, phase1_step
 from .phase2_logit_matching import LogitMatchingTask, phase2_step
 from .reporting import Reporter
 
 log = logging.getLogger(__name__)
 
-STAGES = ("phase1", "teacher", "phase2")
+STAGES = ("phase1", "teacher", "phase2", "labels")
 PACKAGE_NAME = "generator.msfl"
 PHASE1_PACKAGE_NAME = "generator_phase1.msfl"
 
@@ -91,18 +92,26 @@ class Condenser:
         generator = build_generator(cfg.generator.arch, self.arch_kwargs).to(dev)
         critic = build_critic(cfg.critic, size, k).to(dev)
         p1 = cfg.phase1
+        # The label head is trained only by its own stage, from the teacher.
+        gan_params = [
+            p for n, p in generator.named_parameters() if not n.startswith("label_")
+        ]
         self.gan = GanModels(
             wrap_ddp(generator, self.info),
             wrap_ddp(critic, self.info),
+            torch.optim.Adam(gan_params, lr=p1.lr, betas=(p1.beta1, p1.beta2)),
             torch.optim.Adam(
-                generator.parameters(), lr=p1.lr, betas=(p1.beta1, p1.beta2)
+                critic.parameters(),
+                lr=p1.lr_critic or p1.lr,
+                betas=(p1.beta1, p1.beta2),
             ),
-            torch.optim.Adam(critic.parameters(), lr=p1.lr, betas=(p1.beta1, p1.beta2)),
+            ema=make_ema(generator, cfg.generator.ema_decay),
+            precision=cfg.training.precision,
         )
         self.opt_g2 = torch.optim.Adam(
-            generator.parameters(), lr=cfg.phase2.lr, betas=(p1.beta1, p1.beta2)
+            gan_params, lr=cfg.phase2.lr, betas=(p1.beta1, p1.beta2)
         )
-        self.teacher = ClassifierTrainer(cfg.teacher, k, self.info, len(train))
+        self.teacher = ClassifierTrainer(cfg.teacher, k, self.info, len(train), size)
         world = self.info.world_size
         self.steps = {
             "phase1": epoch_steps(
@@ -112,7 +121,13 @@ class Condenser:
             "phase2": epoch_steps(
                 cfg.phase2.epochs, len(train), cfg.phase2.batch_size, world
             ),
+            "labels": cfg.labels.steps if cfg.generator.label_head else 0,
         }
+        self.labels = LabelDistiller(
+            self.shipped_generator,
+            [train.class_names.index(c) for c in self.classes_present],
+            cfg.labels,
+        )
         self.x, self.y = train.to_tensors()
         # Exposure per lesion, not per image (docs/decisions.md); without lesion
         # ids every image is its own lesion.
@@ -123,6 +138,13 @@ class Condenser:
         self.completed: list[str] = []
         self._running: tuple[str, float] | None = None  # (stage, start time)
         self.ckpt_path = out_dir / "checkpoints" / "last.pt"
+
+    @property
+    def shipped_generator(self) -> torch.nn.Module:
+        """The generator that is sampled and shipped: its EMA copy when kept."""
+        if self.gan.ema is not None:
+            return self.gan.ema.module
+        return unwrap(self.gan.generator)
 
     # -- checkpoints ---------------------------------------------------------
     def state_dict(self, stage: str, step: int) -> dict:
@@ -138,6 +160,8 @@ class Condenser:
             "opt_d": self.gan.opt_d.state_dict(),
             "opt_g2": self.opt_g2.state_dict(),
             "teacher": self.teacher.state_dict(),
+            "ema": None if self.gan.ema is None else self.gan.ema.state_dict(),
+            "labels": self.labels.state_dict(),
             "config_digest": self.cfg.digest(),
             "format_version": FORMAT_VERSION,
         }
@@ -168,6 +192,9 @@ class Condenser:
         self.gan.opt_d.load_state_dict(state["opt_d"])
         self.opt_g2.load_state_dict(state["opt_g2"])
         self.teacher.load_state_dict(state["teacher"])
+        if self.gan.ema is not None:
+            self.gan.ema.load_state_dict(state["ema"])
+        self.labels.load_state_dict(state["labels"])
         self.seconds.update(state["seconds"])
         self.completed = list(state["completed"])
         return state["stage"], int(state["step"])
@@ -202,6 +229,7 @@ class Condenser:
                 p1.lambda_gp,
                 p1.augment,
                 p1.loss,
+                p1.diffaugment,
             ),
         )
 
@@ -220,7 +248,14 @@ class Condenser:
             self.cfg.phase1.loss,
         )
         task.prepare_distributed(self.info)
-        gan = GanModels(task.generator, self.gan.critic, self.opt_g2, self.gan.opt_d)
+        gan = GanModels(
+            task.generator,
+            self.gan.critic,
+            self.opt_g2,
+            self.gan.opt_d,
+            ema=self.gan.ema,
+            precision=self.gan.precision,
+        )
         sampler = BatchSampler(
             self.x,
             self.y,
@@ -246,6 +281,16 @@ class Condenser:
             ),
         )
 
+    def _labels(self, ctx: LoopContext, start: int) -> None:
+        teacher = self.teacher.model.eval()
+        run_stage(
+            ctx,
+            "labels",
+            self.steps["labels"],
+            start,
+            lambda i, r, g: self.labels.step(teacher, r, g),
+        )
+
     # -- outputs -------------------------------------------------------------
     def _write_package(self, stage: str, name: str) -> Path:
         cfg = self.cfg
@@ -259,7 +304,7 @@ class Condenser:
             config_digest=cfg.digest(),
         )
         pkg = create_package(
-            unwrap(self.gan.generator),
+            self.shipped_generator,
             cfg.generator.arch,
             self.arch_kwargs,
             site_id=cfg.package.site_id,
@@ -309,6 +354,7 @@ class Condenser:
             "phase1": self._phase1,
             "teacher": self._teacher,
             "phase2": self._phase2,
+            "labels": self._labels,
         }
         for name in STAGES:
             if name in self.completed:

@@ -7,6 +7,13 @@ images high; ``critic_loss = E[F(s)] − E[F(x)] + λ·GP`` and
 ``loss="lsgan"`` swaps in the least-squares objective (Mao et al. 2017), the
 unregularised GAN that seed 004 shows memorising a small training set; the
 privacy benchmark's positive control uses it with ``lambda_gp = 0``.
+
+``loss="hinge"`` is the objective of SNGAN/BigGAN (Miyato et al. 2018), used
+with the spectrally normalised projection critic of :mod:`..models.cgan`:
+``E[relu(1 − F(x))] + E[relu(1 + F(s))]`` for the critic, ``−E[F(s)]`` for the
+generator. With ``diffaugment`` both real and fake batches pass through an
+independent random differentiable transform before the critic (DiffAugment,
+Zhao et al. 2020), which keeps a critic from memorising a small site's images.
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ from typing import get_args
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import GanLoss
 from .batches import BatchSampler, dihedral_augment
 from .distributed import unwrap
+from .paired_augment import PairTransform
+from .precision import autocast
 
 
 def _check_loss(loss: str) -> None:
@@ -39,6 +50,8 @@ def critic_loss(
     _check_loss(loss)
     if loss == "lsgan":
         return 0.5 * ((real_scores - 1) ** 2).mean() + 0.5 * (fake_scores**2).mean()
+    if loss == "hinge":
+        return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
     return fake_scores.mean() - real_scores.mean()
 
 
@@ -47,7 +60,7 @@ def generator_loss(
 ) -> torch.Tensor:
     """Adversarial generator loss (the L_g of eq. 5).
 
-    ``wgan-gp``: ``−E[F(s)]``; ``lsgan``: ``½E[(F(s) − 1)²]``.
+    ``wgan-gp`` and ``hinge``: ``−E[F(s)]``; ``lsgan``: ``½E[(F(s) − 1)²]``.
     """
     _check_loss(loss)
     if loss == "lsgan":
@@ -133,6 +146,36 @@ class GanModels:
     critic: nn.Module  # possibly DDP-wrapped
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    ema: AveragedModel | None = None  # EMA of the generator: sampled and shipped
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes)
+
+    def generator_stepped(self) -> None:
+        """Fold the generator's new weights into its EMA copy (when kept)."""
+        if self.ema is not None:
+            self.ema.update_parameters(unwrap(self.generator))
+
+
+def make_ema(generator: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``generator`` (buffers too); None if off.
+
+    Sampling from the EMA weights is the standard fix for a GAN generator that
+    oscillates around a good solution (Yazıcı et al. 2019; BigGAN).
+    """
+    if decay <= 0:
+        return None
+    return AveragedModel(
+        generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (DDP wrappers unwrapped)."""
+    return next(unwrap(model).parameters()).device
+
+
+def diff_augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """DiffAugment: one random differentiable transform per image."""
+    return PairTransform.draw(len(x), rng)(x)
 
 
 def phase1_step(
@@ -145,30 +188,47 @@ def phase1_step(
     lambda_gp: float,
     augment: bool = True,
     loss: GanLoss = "wgan-gp",
+    diffaugment: bool = False,
 ) -> dict[str, float]:
     """``n_critic`` critic updates, then one generator update.
 
     The fakes of the last critic update are produced with grad and reused for
     the generator update, saving one generator forward pass per step. With
-    ``augment`` the real batches get random flips and 90° rotations.
+    ``augment`` the real batches get random flips and 90° rotations; with
+    ``diffaugment`` the critic sees real and fake images through independent
+    random differentiable transforms, and so does the generator's loss.
     """
     gen = unwrap(m.generator)
+    device = model_device(gen)
     logs: dict[str, float] = {}
     for i in range(n_critic):
         real, labels = sampler.draw(np_rng, batch_size)
         if augment:
             real = dihedral_augment(real, np_rng)
-        real = real.to(gen.class_canvas.device)
-        labels = labels.to(real.device)
+        real = real.to(device)
+        labels = labels.to(device)
         z = gen.sample_noise(batch_size, torch_rng)
         last = i == n_critic - 1
-        with torch.set_grad_enabled(last):
+        with torch.set_grad_enabled(last), autocast(device, m.precision):
             fake = m.generator(z, labels)
-        logs = critic_update(
-            m.critic, m.opt_d, real, fake.detach(), labels, lambda_gp, torch_rng, loss
-        )
-    loss_g = adversarial_loss(m.critic, fake, labels, loss)
+            if diffaugment:
+                real = diff_augment(real, torch_rng)
+                fake = diff_augment(fake, torch_rng)
+        with autocast(device, m.precision):
+            logs = critic_update(
+                m.critic,
+                m.opt_d,
+                real,
+                fake.detach(),
+                labels,
+                lambda_gp,
+                torch_rng,
+                loss,
+            )
+    with autocast(device, m.precision):
+        loss_g = adversarial_loss(m.critic, fake, labels, loss)
     m.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     m.opt_g.step()
+    m.generator_stepped()
     return {**logs, "loss/gen/adv": loss_g.item()}

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import GanLoss
-from ..models.vit import vit_logits
+from ..models.classifiers import classifier_logits
 from .batches import BatchSampler, dihedral_augment
 from .distributed import DistInfo, unwrap, wrap_ddp
 from .paired_augment import PairTransform
-from .phase1_wgan import GanModels, adversarial_loss, critic_update
+from .phase1_wgan import GanModels, adversarial_loss, critic_update, model_device
 
 
 class LogitMatchingTask(nn.Module):
@@ -73,8 +73,8 @@ class LogitMatchingTask(nn.Module):
         if transform is not None:
             seen_real, seen_synthetic = transform(real), transform(synthetic)
         with torch.no_grad():
-            target = vit_logits(self.teacher, seen_real)
-        loss_n = F.mse_loss(vit_logits(self.teacher, seen_synthetic), target)
+            target = classifier_logits(self.teacher, seen_real)
+        loss_n = F.mse_loss(classifier_logits(self.teacher, seen_synthetic), target)
         loss_g = adversarial_loss(self.critic, synthetic, labels, self.loss)
         return {
             "loss": loss_n + self.lambda_g * loss_g,
@@ -106,7 +106,7 @@ def phase2_step(
     """
     gen = unwrap(task.generator)
     real, labels = sampler.draw(np_rng, batch_size)
-    real = dihedral_augment(real, np_rng).to(gen.class_canvas.device)
+    real = dihedral_augment(real, np_rng).to(model_device(gen))
     labels = labels.to(real.device)
     z = gen.sample_noise(batch_size, torch_rng)
     transform = PairTransform.draw(batch_size, torch_rng) if augment else None
@@ -114,6 +114,7 @@ def phase2_step(
     gan.opt_g.zero_grad(set_to_none=True)
     out["loss"].backward()
     gan.opt_g.step()
+    gan.generator_stepped()
     logs = {
         "loss/gen/total": out["loss"].item(),
         "loss/gen/logit": out["loss/n"].item(),

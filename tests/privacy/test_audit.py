@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medsynth_fl.models import AttentionGenerator, Critic
+from medsynth_fl.models.cgan import ConditionalResNetGenerator
 from medsynth_fl.privacy.attack_models import AttackModels, AttackStateError
 from medsynth_fl.privacy.audit import (
     AuditReport,
@@ -33,10 +34,13 @@ GENERATOR_ONLY = {
 }
 
 
-@pytest.fixture(scope="module")
-def generator():
+@pytest.fixture(scope="module", params=["attention", "cbn_resnet"])
+def generator(request):
+    """Both shipped generator families: spatial noise, and a flat latent."""
     torch.manual_seed(0)
-    return AttentionGenerator(16, len(CLASSES), ngf=4, embed_dim=4, n_res_blocks=1)
+    if request.param == "attention":
+        return AttentionGenerator(16, len(CLASSES), ngf=4, embed_dim=4, n_res_blocks=1)
+    return ConditionalResNetGenerator(16, len(CLASSES), z_dim=8, ngf=4)
 
 
 @pytest.fixture(scope="module")

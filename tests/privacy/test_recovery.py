@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsynth_fl.data.imageset import images_from_tensor
+from medsynth_fl.models.cgan import ConditionalResNetGenerator
 from medsynth_fl.privacy.attacks import recovery
 from medsynth_fl.privacy.features import RandomConvFeatures
 from medsynth_fl.privacy.metrics import evaluate_attack
@@ -105,6 +106,18 @@ def test_encoder_training_leaves_the_generator_untouched():
     assert g.training and g.dummy.requires_grad and g.dummy.item() == 0.0
 
 
-def test_encoder_needs_a_spatial_noise_shape():
-    with pytest.raises(ValueError):
-        recovery.LatentEncoder(16, (8,))
+def test_encoder_reads_a_flat_latent_for_the_conditional_gan():
+    g = ConditionalResNetGenerator(
+        num_classes=3, image_size=16, z_dim=12, ngf=4
+    )
+
+    encoder = recovery.train_recovery_encoder(
+        g, nn.Identity(), [0, 2], steps=2, batch_size=4, lr=1e-3, seed=0
+    )
+
+    assert encoder(torch.zeros(5, 3, 16, 16)).shape == (5, 12)
+
+
+def test_encoder_rejects_a_noise_shape_it_cannot_produce():
+    with pytest.raises(ValueError, match="noise_shape"):
+        recovery.LatentEncoder(16, (8, 4))

@@ -194,3 +194,55 @@ def test_two_process_gloo_ddp_runs_to_a_clean_exit(tmp_path):
     pkg = read_package(tmp_path / "ddp" / "generator.msfl")
     assert pkg.manifest.training.stage == "phase2"
     assert 'world_size": 2' in (tmp_path / "ddp" / "provenance.json").read_text()
+
+
+CGAN = [
+    "generator.arch=cbn_resnet",
+    "generator.ngf=4",
+    "generator.z_dim=8",
+    "generator.label_head=true",
+    "generator.ema_decay=0.5",
+    "critic.arch=projection_resnet",
+    "critic.ndf=4",
+    "phase1.loss=hinge",
+    "phase1.lambda_gp=0",
+    "phase1.diffaugment=true",
+    "phase2.epochs=0",
+    "teacher.arch=convnet",
+    "teacher.convnet.width=8",
+    "teacher.convnet.depth=2",
+    "labels.steps=3",
+    "labels.batch_size=8",
+    "training.precision=bf16",
+]
+
+
+def test_cgan_with_label_head_ships_ema_and_resumes_inside_labels(
+    tmp_path, tiny_data, site_key
+):
+    from medsynth_fl.config import load_config
+
+    cfg = load_config("tiny", [f"data.cache_dir={tmp_path / 'cache'}", *CGAN])
+    key, _ = site_key
+    train, _ = tiny_data
+    reference = Condenser(cfg, train, tmp_path / "ref", key).run()
+    shipped = read_package(reference.package)
+    phase1 = read_package(reference.phase1_package).tensors
+    assert shipped.manifest.architecture.name == "cbn_resnet"
+    head = [k for k in shipped.tensors if k.startswith("label_")]
+    image = [k for k in shipped.tensors if not k.startswith("label_")]
+    assert head and image
+    # Stage "labels" trains the head only; the images are phase I's EMA weights.
+    assert all((shipped.tensors[k] == phase1[k]).all() for k in image)
+    assert any((shipped.tensors[k] != phase1[k]).any() for k in head)
+    parts = shipped.build_generator().eval().forward_parts(
+        shipped.build_generator().sample_noise(3), __import__("torch").tensor([0, 1, 2])
+    )
+    assert parts["label_logits"].shape == (3, len(shipped.manifest.class_names))
+    # phase I 4 steps + teacher 4 → step 9 is inside the labels stage
+    with pytest.raises(StopRequested):
+        Condenser(cfg, train, tmp_path / "cut", key, stop=StopAtStep(9)).run()
+    resumed = Condenser(cfg, train, tmp_path / "cut", key).run(resume=True)
+    assert weights_sha256(shipped.tensors) == weights_sha256(
+        read_package(resumed.package).tensors
+    )

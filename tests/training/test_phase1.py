@@ -57,9 +57,16 @@ def test_least_squares_losses_match_hand_computation():
     assert generator_loss(fake, "lsgan").item() == 0.5  # ½·mean((0−1)², (2−1)²)
 
 
+def test_hinge_losses_match_their_definition():
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-2.0, 0.0])
+    # mean(relu(1 − real)) + mean(relu(1 + fake)) = 0.25 + 0.5
+    assert critic_loss(real, fake, "hinge").item() == 0.75
+    assert generator_loss(fake, "hinge").item() == 1.0  # −mean(fake)
+
+
 def test_unknown_gan_loss_is_refused():
-    with pytest.raises(ValueError, match="unknown GAN loss 'hinge'"):
-        critic_loss(torch.ones(2), torch.zeros(2), "hinge")
+    with pytest.raises(ValueError, match="unknown GAN loss 'relativistic'"):
+        critic_loss(torch.ones(2), torch.zeros(2), "relativistic")
 
 
 def test_critic_update_without_penalty_never_builds_interpolates():

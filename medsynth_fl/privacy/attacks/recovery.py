@@ -30,16 +30,21 @@ class LatentEncoder(nn.Module):
     Parameters
     ----------
     image_size : side of the input images.
-    noise_shape : ``(C, h, w)`` of the generator's noise.
+    noise_shape : ``(C, h, w)`` for the attention generator's spatial noise, or
+        ``(D,)`` for a generator with a flat latent (the class-conditional GAN);
+        a flat latent is read out of a 4 × 4 map by one linear layer.
     width : channels of the first convolution (doubled once, at most).
     """
 
     def __init__(self, image_size: int, noise_shape: tuple[int, ...], width: int = 32):
         super().__init__()
-        if len(noise_shape) != 3:
-            raise ValueError(f"noise_shape must be (C, h, w), got {noise_shape}")
+        if len(noise_shape) not in (1, 3):
+            raise ValueError(f"noise_shape must be (C, h, w) or (D,), got {noise_shape}")
         self.noise_shape = tuple(int(d) for d in noise_shape)
-        c, h, w = self.noise_shape
+        flat = len(self.noise_shape) == 1
+        h = w = min(4, image_size) if flat else 0
+        if not flat:
+            _, h, w = self.noise_shape
         n_down = max(int(math.log2(image_size / max(h, w))), 0)
         layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2)]
         ch = width
@@ -47,7 +52,11 @@ class LatentEncoder(nn.Module):
             out = min(2 * ch, 2 * width)
             layers += [nn.Conv2d(ch, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             ch = out
-        layers += [nn.AdaptiveAvgPool2d((h, w)), nn.Conv2d(ch, c, 3, padding=1)]
+        layers.append(nn.AdaptiveAvgPool2d((h, w)))
+        if flat:
+            layers += [nn.Flatten(), nn.Linear(ch * h * w, self.noise_shape[0])]
+        else:
+            layers.append(nn.Conv2d(ch, self.noise_shape[0], 3, padding=1))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,109 @@
+"""The coordinator's downstream training in stream mode, without Flower."""
+
+import pytest
+import torch
+
+from coordinator import pipeline
+from coordinator.store import RunStore
+from medsynth_fl.config import load_config
+from medsynth_fl.models.registry import build_generator
+from medsynth_fl.package import create_package, generate_site_key
+from medsynth_fl.package.manifest import TrainingSummary
+from medsynth_fl.sampling import sample_condensed_set
+from medsynth_fl.training import classifier
+
+NAMES = ["MEL", "NV", "BCC"]
+STREAM = [
+    "federation.downstream=stream",
+    "classifier.arch=convnet",
+    "classifier.convnet.width=8",
+    "classifier.convnet.depth=2",
+    "classifier.steps=4",
+]
+
+
+def make_package(tmp_path, site_id, present, seed, class_names=NAMES):
+    """A signed package of an untrained tiny conditional generator with a label head."""
+    kwargs = dict(
+        num_classes=len(class_names), image_size=16, ngf=4, z_dim=8, label_head=True
+    )
+    torch.manual_seed(seed)
+    generator = build_generator("cbn_resnet", kwargs)
+    summary = TrainingSummary(
+        stage="phase1",
+        phase1_steps=0,
+        phase2_steps=0,
+        teacher_steps=0,
+        n_images=0,
+        seconds={},
+        config_digest="0" * 64,
+    )
+    key = generate_site_key(tmp_path / f"{site_id}.pem", tmp_path / f"{site_id}.pub")
+    return create_package(
+        generator,
+        "cbn_resnet",
+        kwargs,
+        site_id=site_id,
+        class_names=list(class_names),
+        classes_present=present,
+        training=summary,
+        key=key,
+    )
+
+
+@pytest.fixture
+def setup(tmp_path):
+    cfg = load_config("tiny", STREAM)
+    packages = [
+        make_package(tmp_path, "a", ["MEL", "NV"], 0),
+        make_package(tmp_path, "b", ["NV", "BCC"], 1),
+    ]
+    union = sample_condensed_set(
+        packages[0].build_generator(), NAMES, ["MEL", "NV"], ipc=2
+    )
+    return cfg, packages, union
+
+
+def test_stream_training_draws_from_the_generators_and_resumes_bit_exactly(
+    setup, tmp_path, monkeypatch
+):
+    cfg, packages, union = setup
+    drawn = []
+    original_draw = pipeline.GeneratorStream.draw
+
+    def counting_draw(self, *args, **kwargs):
+        batch = original_draw(self, *args, **kwargs)
+        drawn.append(batch)
+        return batch
+
+    monkeypatch.setattr(pipeline.GeneratorStream, "draw", counting_draw)
+    ref = pipeline.train_shared_vit(RunStore(tmp_path, "ref"), union, cfg, packages)
+    assert len(drawn) == cfg.classifier.steps  # a fresh batch at every step
+    assert not torch.equal(drawn[0][0], drawn[1][0])
+    assert drawn[0][2] is not None  # the label heads' soft targets are used
+    assert set(drawn[0][1].tolist()) <= {0, 1, 2}
+
+    original_step, seen = classifier.classifier_step, {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        seen["n"] += 1
+        if seen["n"] == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt("coordinator killed")
+        return original_step(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "classifier_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_shared_vit(RunStore(tmp_path, "cut"), union, cfg, packages)
+    monkeypatch.setattr(classifier, "classifier_step", original_step)
+    resumed = pipeline.train_shared_vit(RunStore(tmp_path, "cut"), union, cfg, packages)
+    for (k, a), b in zip(
+        ref.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+def test_a_package_with_another_label_space_is_refused(setup, tmp_path):
+    _, packages, _ = setup
+    other = make_package(tmp_path, "c", ["MEL"], 2, class_names=["MEL", "NV"])
+    with pytest.raises(ValueError, match="site c: label space"):
+        pipeline.generator_stream([*packages, other], tuple(NAMES))
