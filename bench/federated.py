@@ -316,9 +316,9 @@ def main() -> int:
 
 def _classifier_bytes(cfg: Config) -> int:
     """Bytes of the classifier's weights: what each FedAvg site sends every round."""
-    from medsynth_fl.models.vit import build_vit
+    from medsynth_fl.models.classifiers import build_classifier
 
-    model = build_vit(cfg.classifier.vit, len(cfg.data.classes))
+    model = build_classifier(cfg.classifier, len(cfg.data.classes), cfg.data.image_size)
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 

@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import FedAvg
 from medsynth_fl.config import Config
 from medsynth_fl.data import load_npz
 from medsynth_fl.evaluation import evaluate_classifier
-from medsynth_fl.models.vit import build_vit
+from medsynth_fl.models.classifiers import build_classifier
 
 from .store import RunStore
 
@@ -80,7 +80,7 @@ def run_fedavg(
     """
     classes = list(cfg.data.classes)
     torch.manual_seed(seed)
-    model = build_vit(cfg.classifier.vit, len(classes))
+    model = build_classifier(cfg.classifier, len(classes), cfg.data.image_size)
     test = load_npz(test_set, classes=classes, empty_class="skip") if test_set else None
 
     def central(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

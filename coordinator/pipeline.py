@@ -1,12 +1,14 @@
 """The coordinator's work after packages arrive, without Flower.
 
-Sample condensed sets, train the shared ViT on their union (resumably), evaluate
-it centrally.
+Sample condensed sets, train the shared model on their union or on a stream of
+fresh generator samples (``federation.downstream``; resumably), evaluate it
+centrally.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -17,15 +19,17 @@ from medsynth_fl.config import Config
 from medsynth_fl.data import load_npz
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
-from medsynth_fl.models.vit import build_vit
+from medsynth_fl.models.classifiers import build_classifier
 from medsynth_fl.package import GeneratorPackage
 from medsynth_fl.sampling import sample_condensed_set, save_class_grids
+from medsynth_fl.training.batches import BatchSource, ImageSetSource
 from medsynth_fl.training.checkpoint import load_checkpoint, save_checkpoint
 from medsynth_fl.training.classifier import ClassifierTrainer
 from medsynth_fl.training.distributed import DistInfo
 from medsynth_fl.training.loop import LoopContext
 from medsynth_fl.training.reporting import Reporter
 from medsynth_fl.training.seeding import derive_seed
+from medsynth_fl.training.stream import GeneratorStream
 
 from .store import RunStore
 
@@ -54,22 +58,58 @@ def sample_site(
     return images
 
 
-def train_shared_vit(store: RunStore, union: ImageSet, cfg: Config) -> nn.Module:
-    """Train the shared ViT on the condensed union; resume from its checkpoint.
+def generator_stream(
+    packages: Iterable[GeneratorPackage], class_names: tuple[str, ...]
+) -> GeneratorStream:
+    """A stream of fresh samples from the packages' generators.
 
+    Each generator draws only its manifest's ``classes_present``; labels are
+    indices into ``class_names``, which must be every manifest's label space.
+    """
+    entries = []
+    for pkg in packages:
+        names = tuple(pkg.manifest.class_names)
+        if names != tuple(class_names):
+            raise ValueError(
+                f"site {pkg.manifest.site_id}: label space {list(names)} differs "
+                f"from the shared one {list(class_names)}"
+            )
+        present = [names.index(c) for c in pkg.manifest.classes_present]
+        entries.append((pkg.build_generator(), present))
+    return GeneratorStream(entries, len(class_names))
+
+
+def train_shared_vit(
+    store: RunStore,
+    union: ImageSet,
+    cfg: Config,
+    packages: Iterable[GeneratorPackage] = (),
+) -> nn.Module:
+    """Train the shared model; resume from its checkpoint.
+
+    With ``federation.downstream = "fixed"`` it trains on the condensed
+    ``union``; with ``"stream"`` on fresh samples of the ``packages``'
+    generators at every step (for as many steps as the union would give).
     The finished weights are kept in ``models/shared_vit.safetensors`` and
     reloaded (not retrained) when the stage is already done.
     """
     final = store.dir / "models" / "shared_vit.safetensors"
     num_classes = len(union.class_names)
     if final.is_file():
-        model = build_vit(cfg.classifier.vit, num_classes)
+        model = build_classifier(cfg.classifier, num_classes, union.image_size)
         model.load_state_dict(load_file(final))
         return model.eval()
+    source: BatchSource
+    if cfg.federation.downstream == "stream":
+        source = generator_stream(packages, union.class_names)
+    else:
+        source = ImageSetSource(union, cfg.classifier.class_sampling)
     ckpt = store.dir / "models" / "shared_vit_checkpoint.pt"
     seed = cfg.training.seed
     torch.manual_seed(seed)  # same initialisation on a restart
-    trainer = ClassifierTrainer(cfg.classifier, num_classes, DistInfo(), len(union))
+    trainer = ClassifierTrainer(
+        cfg.classifier, num_classes, DistInfo(), len(union), union.image_size
+    )
     start = 0
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
@@ -90,7 +130,7 @@ def train_shared_vit(store: RunStore, union: ImageSet, cfg: Config) -> nn.Module
         checkpoint_every=cfg.training.checkpoint_every,
         save=save,
     )
-    model = trainer.fit(union, ctx, stage="shared_vit", start=start)
+    model = trainer.fit_source(source, ctx, stage="shared_vit", start=start)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, final)
     return model
 

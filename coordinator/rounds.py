@@ -282,8 +282,9 @@ def federated_evaluate(
     nodes = [n for n in grid.get_node_ids() if n in site_of]
     config = ConfigRecord(
         {
-            "vit": cfg.classifier.vit.model_dump_json(),
+            "classifier": cfg.classifier.model_dump_json(),
             "num-classes": len(cfg.data.classes),
+            "image-size": cfg.data.image_size,
         }
     )
     arrays = ArrayRecord(model.state_dict())
@@ -336,7 +337,8 @@ def run_medsynth(
         for pkg in packages.values()
     ]
     store.finish_stage("sample", {"images": sum(len(c) for c in condensed)})
-    model = train_shared_vit(store, ImageSet.concat(condensed), cfg)
+    # the IPC sets are sampled (grids, dashboard) in both downstream modes
+    model = train_shared_vit(store, ImageSet.concat(condensed), cfg, packages.values())
     store.finish_stage("train")
     if store.stage_done("central_eval") is None:
         central = evaluate_central(model, settings.test_set, list(cfg.data.classes))

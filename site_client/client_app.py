@@ -11,7 +11,7 @@ import time
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from medsynth_fl.config import ViTConfig, from_flower
+from medsynth_fl.config import ClassifierTrainConfig, from_flower
 
 from .egress import (
     baseline_model_reply,
@@ -83,9 +83,10 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         """
         _, cfg = _site_and_config(context, defaults)
         config = msg.content["config"]
-        vit_cfg = ViTConfig.model_validate_json(str(config["vit"]))
+        clf_cfg = ClassifierTrainConfig.model_validate_json(str(config["classifier"]))
         state = msg.content["arrays"].to_torch_state_dict()
-        m = evaluate_shared_vit(vit_cfg, state, int(config["num-classes"]), cfg)
+        size = int(config.get("image-size", cfg.data.image_size))
+        m = evaluate_shared_vit(clf_cfg, state, int(config["num-classes"]), cfg, size)
         return metrics_reply(msg, m.as_record())
 
     def _baseline(msg: Message, context: Context, task: str) -> Message:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from medsynth_fl.config import Config, ViTConfig
+from medsynth_fl.config import ClassifierTrainConfig, Config
 from medsynth_fl.data import data_overrides, load_train_test
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
+from medsynth_fl.models.classifiers import build_classifier
 from medsynth_fl.models.registry import load_critic
-from medsynth_fl.models.vit import build_vit
 from medsynth_fl.package import (
     FORMAT_VERSION,
     GeneratorPackage,
@@ -269,10 +269,18 @@ def audit_for_coordinator(
 
 
 def evaluate_shared_vit(
-    vit_cfg: ViTConfig, state: dict[str, torch.Tensor], num_classes: int, cfg: Config
+    clf_cfg: ClassifierTrainConfig,
+    state: dict[str, torch.Tensor],
+    num_classes: int,
+    cfg: Config,
+    image_size: int | None = None,
 ) -> ClassificationMetrics:
-    """Evaluate the coordinator's shared ViT on this site's local test split."""
-    model = build_vit(vit_cfg, num_classes)
+    """Evaluate the coordinator's shared model on this site's local test split.
+
+    ``clf_cfg`` and ``image_size`` (default: this site's) rebuild the model the
+    coordinator trained before its weights are loaded.
+    """
+    model = build_classifier(clf_cfg, num_classes, image_size or cfg.data.image_size)
     model.load_state_dict(state, strict=True)
     _, test = load_train_test(cfg.data)
     return evaluate_classifier(model, test)
@@ -290,7 +298,7 @@ def train_local_vit(
     torch.manual_seed(seed)
     train_cfg = cfg.classifier.model_copy(update={"steps": steps, "epochs": None})
     trainer = ClassifierTrainer(
-        train_cfg, len(train.class_names), DistInfo(), len(train)
+        train_cfg, len(train.class_names), DistInfo(), len(train), train.image_size
     )
     if state is not None:
         trainer.model.load_state_dict(state, strict=True)
@@ -302,5 +310,5 @@ def local_only_metrics(cfg: Config, seed: int) -> dict[str, float]:
     """Local-only baseline: train on this site's images, test on its own test split."""
     state, _ = train_local_vit(cfg, None, cfg.classifier.steps, seed)
     return evaluate_shared_vit(
-        cfg.classifier.vit, state, len(cfg.data.classes), cfg
+        cfg.classifier, state, len(cfg.data.classes), cfg
     ).as_record()
