@@ -39,7 +39,9 @@ class LatentEncoder(nn.Module):
     def __init__(self, image_size: int, noise_shape: tuple[int, ...], width: int = 32):
         super().__init__()
         if len(noise_shape) not in (1, 3):
-            raise ValueError(f"noise_shape must be (C, h, w) or (D,), got {noise_shape}")
+            raise ValueError(
+                f"noise_shape must be (C, h, w) or (D,), got {noise_shape}"
+            )
         self.noise_shape = tuple(int(d) for d in noise_shape)
         flat = len(self.noise_shape) == 1
         h = w = min(4, image_size) if flat else 0
