@@ -232,3 +232,35 @@ def phase1_step(
     m.opt_g.step()
     m.generator_stepped()
     return {**logs, "loss/gen/adv": loss_g.item()}
+
+
+def repeated_critic_updates(
+    gan: GanModels,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    lambda_gp: float,
+    torch_rng: torch.Generator,
+    loss: GanLoss,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """``steps`` critic updates against one detached fake batch; the last logs.
+
+    Phase II keeps the critic trained after each generator update, so that its
+    adversarial term L_g keeps meaning "looks real" while the generator moves.
+    """
+    logs: dict[str, float] = {}
+    for _ in range(steps):
+        with autocast(model_device(gan.critic), precision):
+            logs = critic_update(
+                gan.critic,
+                gan.opt_d,
+                real,
+                fake.detach(),
+                labels,
+                lambda_gp,
+                torch_rng,
+                loss,
+            )
+    return logs

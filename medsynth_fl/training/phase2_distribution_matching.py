@@ -32,7 +32,7 @@ from ..models.convnet import ConvNet
 from .batches import BatchSampler, dihedral_augment
 from .distributed import DistInfo, unwrap, wrap_ddp
 from .paired_augment import PairTransform
-from .phase1_wgan import GanModels, adversarial_loss, critic_update
+from .phase1_wgan import GanModels, adversarial_loss, repeated_critic_updates
 from .precision import autocast
 from .seeding import derive_seed
 
@@ -362,19 +362,17 @@ def phase2_dm_step(
             "loss/gen/adv": out["loss/g"].item(),
         }
     )
-    fake = out["synthetic"].detach()
-    for _ in range(critic_steps):
-        with autocast(device, gan.precision):
-            logs.update(
-                critic_update(
-                    gan.critic,
-                    gan.opt_d,
-                    real,
-                    fake,
-                    labels,
-                    lambda_gp,
-                    torch_rng,
-                    task.loss,
-                )
-            )
+    logs.update(
+        repeated_critic_updates(
+            gan,
+            real,
+            out["synthetic"],
+            labels,
+            critic_steps,
+            lambda_gp,
+            torch_rng,
+            task.loss,
+            gan.precision,
+        )
+    )
     return logs

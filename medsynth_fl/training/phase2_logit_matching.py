@@ -19,7 +19,12 @@ from ..models.classifiers import classifier_logits
 from .batches import BatchSampler, dihedral_augment
 from .distributed import DistInfo, unwrap, wrap_ddp
 from .paired_augment import PairTransform
-from .phase1_wgan import GanModels, adversarial_loss, critic_update, model_device
+from .phase1_wgan import (
+    GanModels,
+    adversarial_loss,
+    model_device,
+    repeated_critic_updates,
+)
 
 
 class LogitMatchingTask(nn.Module):
@@ -120,18 +125,17 @@ def phase2_step(
         "loss/gen/logit": out["loss/n"].item(),
         "loss/gen/adv": out["loss/g"].item(),
     }
-    fake = out["synthetic"].detach()
-    for _ in range(critic_steps):
-        logs.update(
-            critic_update(
-                gan.critic,
-                gan.opt_d,
-                real,
-                fake,
-                labels,
-                lambda_gp,
-                torch_rng,
-                task.loss,
-            )
+    # fp32 as before: this phase predates bf16 and has not been timed under it.
+    logs.update(
+        repeated_critic_updates(
+            gan,
+            real,
+            out["synthetic"],
+            labels,
+            critic_steps,
+            lambda_gp,
+            torch_rng,
+            task.loss,
         )
+    )
     return logs
