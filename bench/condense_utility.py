@@ -14,7 +14,9 @@ and class-balanced batches) on:
 - ``phase1_only_ipc50``: the generator before the teacher's stages (hard labels);
 - ``no_mask_ipc50``: seed 000's mask ablation; it applies to the ``attention``
   generator only and is reported as not applicable for ``cbn_resnet``;
-- ``<arm>@resnet18`` and ``<arm>@vit``: cross-architecture (seed 000 Fig. 2).
+- ``<arm>@resnet18`` and ``<arm>@vit``: cross-architecture (seed 000 Fig. 2);
+- ``phase1_curve``: phase I's learning curve, read by the site teacher on
+  samples of site-local snapshots (:func:`phase1_curve`).
 
 Each MedSynth arm is run once per condensation seed (downstream seed = that
 seed); random-real arms use the same seeds for their draws. Reports macro AUC,
@@ -140,20 +142,72 @@ VIT_32PX = [  # the from-scratch ViT of the earlier cpu preset, at 32 px
 ]
 
 
-def teacher_soft_labels(work: Path, data: ImageSet, cfg: Config) -> np.ndarray:
-    """The condensation teacher's softmax on ``data`` (seed 0's site teacher)."""
+def site_teacher(folder: Path, cfg: Config, num_classes: int, image_size: int):
+    """The site-local teacher a condensation in ``folder`` trained."""
+    from safetensors.torch import load_file
+
+    from medsynth_fl.models.classifiers import build_classifier
+
+    model = build_classifier(cfg.teacher, num_classes, image_size)
+    model.load_state_dict(load_file(folder / "site_local" / "teacher.safetensors"))
+    return model.eval()
+
+
+def teacher_soft_labels(folder: Path, data: ImageSet, cfg: Config) -> np.ndarray:
+    """The softmax of the teacher of the same seed's condensation on ``data``."""
+    import torch
+
+    from medsynth_fl.evaluation import predict_proba
+
+    model = site_teacher(folder, cfg, len(data.class_names), data.image_size)
+    with torch.no_grad():
+        return predict_proba(model, data).astype(np.float32)
+
+
+def phase1_curve(folder: Path, cfg: Config, test: ImageSet, seed: int) -> dict:
+    """Class fidelity of phase I's snapshots, read by the site's own teacher.
+
+    For each site-local snapshot (``training.snapshot_every``) and the phase-I
+    package: 50 samples per class, scored by the teacher as if the conditioning
+    label were the truth (AUC, balanced accuracy). A generator whose samples the
+    teacher recognises as their class is learning the label; the teacher's own
+    test-fold figures are the reading's ceiling. Seconds per point, so it can
+    be read at every snapshot where a downstream training per point cannot.
+    """
     import torch
     from safetensors.torch import load_file
 
-    from medsynth_fl.evaluation import predict_proba
-    from medsynth_fl.models.classifiers import build_classifier
+    from medsynth_fl.evaluation import classification_metrics, predict_proba
+    from medsynth_fl.package import read_package
+    from medsynth_fl.sampling import sample_condensed_set
+    from medsynth_fl.training.condense import SNAPSHOT_DIR
 
-    model = build_classifier(cfg.teacher, len(data.class_names), data.image_size)
-    model.load_state_dict(
-        load_file(work / "medsynth_s0" / "site_local" / "teacher.safetensors")
-    )
+    pkg = read_package(folder / "generator_phase1.msfl")
+    m = pkg.manifest
+    teacher = site_teacher(folder, cfg, len(m.class_names), test.image_size)
+    generator = pkg.build_generator()
+    points = sorted((folder / "site_local" / SNAPSHOT_DIR).glob("step_*.safetensors"))
+    curve = []
+    for source in [*points, None]:
+        if source is None:
+            generator.load_state_dict(pkg.tensors)
+            step = m.training.phase1_steps
+        else:
+            generator.load_state_dict(load_file(source))
+            step = int(source.stem.removeprefix("step_"))
+        data = sample_condensed_set(
+            generator.eval(), m.class_names, m.classes_present, 50, seed=seed
+        )
+        with torch.no_grad():
+            proba = predict_proba(teacher, data)
+        r = classification_metrics(data.labels, proba)
+        curve.append({"step": step, "teacher_auc": r.auc, "teacher_bal_acc": r.bal_acc})
     with torch.no_grad():
-        return predict_proba(model.eval(), data).astype(np.float32)
+        ceiling = classification_metrics(test.labels, predict_proba(teacher, test))
+    return {
+        "points": curve,
+        "teacher_on_real_test": {"auc": ceiling.auc, "bal_acc": ceiling.bal_acc},
+    }
 
 
 def _train_and_eval(job: tuple) -> tuple[str, int, dict, np.ndarray]:
@@ -184,12 +238,15 @@ def _train_and_eval(job: tuple) -> tuple[str, int, dict, np.ndarray]:
     kind, _, ipc = base.rpartition("_ipc")
     if base == "full_real":
         data = train
+        label_mode = "hard"
     elif base.startswith("random_real"):
         data = random_real_subset(train, int(ipc.removesuffix("_soft")), seed)
         if base.endswith("_soft"):
             data = dataclasses.replace(
-                data, soft_labels=teacher_soft_labels(work, data, cfg)
+                data, soft_labels=teacher_soft_labels(folder, data, cfg)
             )
+        else:
+            label_mode = "hard"  # real images carry their own labels
     else:
         name = "generator_phase1.msfl" if kind == "phase1_only" else "generator.msfl"
         pkg = read_package(folder / name)
@@ -321,6 +378,13 @@ def main() -> int:
         "--no-cross-arch", action="store_true", help="skip the ResNet-18 / ViT arms"
     )
     parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=400,
+        help="phase-I steps between site-local snapshots for the learning curve "
+        "(a multiple of training.checkpoint_every; 0: none)",
+    )
+    parser.add_argument(
         "--set", dest="extra", action="append", default=[], help="extra config override"
     )
     args = parser.parse_args()
@@ -342,7 +406,11 @@ def main() -> int:
             args.preset,
             shared,
             work / f"medsynth_s{seed}",
-            [*args.extra, f"training.seed={seed}"],
+            [
+                *args.extra,
+                f"training.seed={seed}",
+                f"training.snapshot_every={args.snapshot_every}",
+            ],
             threads,
         )
         for seed in args.seeds
@@ -391,6 +459,9 @@ def main() -> int:
             test.labels, [probas[a, s] for s in seeds], [probas[b, s] for s in seeds]
         )
 
+    result["phase1_curve"] = {
+        str(s): phase1_curve(work / f"medsynth_s{s}", cfg, test, s) for s in seeds
+    }
     result["paired_vs_random_real_ipc50"] = {
         arm: paired(arm, "random_real_ipc50")
         for arm in ("medsynth_ipc50", "medsynth_stream", "medsynth_ipc50_hard")
@@ -438,6 +509,14 @@ def main() -> int:
             f"[{d['auc']['ci95'][0]:+.3f}, {d['auc']['ci95'][1]:+.3f}], bal-acc "
             f"{d['bal_acc']['mean']:+.3f} "
             f"[{d['bal_acc']['ci95'][0]:+.3f}, {d['bal_acc']['ci95'][1]:+.3f}]"
+        )
+    for seed, c in result["phase1_curve"].items():
+        points = ", ".join(
+            f"{p['step']}: {p['teacher_bal_acc']:.2f}" for p in c["points"]
+        )
+        print(
+            f"seed {seed} phase I, teacher bal-acc on samples by step: {points} "
+            f"(teacher on real test {c['teacher_on_real_test']['bal_acc']:.2f})"
         )
     print(
         f"package {result['package_bytes']:,} bytes vs raw training images "

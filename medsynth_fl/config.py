@@ -204,6 +204,9 @@ class TrainingConfig(_Section):
 
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1)  # steps
+    # Site-local copies of the shipped (EMA) generator during phase I, every
+    # this many steps (0: none), for learning curves; never shipped.
+    snapshot_every: int = Field(0, ge=0)
     log_every: int = Field(50, ge=1)
     # condensation draws every lesion as often as one image (phase I, teacher, II)
     lesion_weighting: bool = True

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 STAGES = ("phase1", "teacher", "phase2", "labels")
 PACKAGE_NAME = "generator.msfl"
 PHASE1_PACKAGE_NAME = "generator_phase1.msfl"
+SNAPSHOT_DIR = "phase1_snapshots"  # under site_local/: training.snapshot_every
 
 
 @dataclass
@@ -202,7 +203,20 @@ class Condenser:
     def _save(self, stage: str, step: int) -> None:
         if self.info.is_primary:
             save_checkpoint(self.ckpt_path, self.state_dict(stage, step))
+            every = self.cfg.training.snapshot_every
+            if stage == "phase1" and every and step % every == 0:
+                self._write_snapshot(step)
         barrier(self.info)
+
+    def _write_snapshot(self, step: int) -> None:
+        # Site-local, like the teacher: a learning curve of phase I for benches.
+        folder = self.out_dir / "site_local" / SNAPSHOT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.shipped_generator.state_dict().items()
+        }
+        save_file(state, folder / f"step_{step:06d}.safetensors")
 
     # -- stages --------------------------------------------------------------
     def _phase1(self, ctx: LoopContext, start: int) -> None:

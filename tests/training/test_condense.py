@@ -246,3 +246,37 @@ def test_cgan_with_label_head_ships_ema_and_resumes_inside_labels(
     assert weights_sha256(shipped.tensors) == weights_sha256(
         read_package(resumed.package).tensors
     )
+
+
+def test_phase1_snapshots_stay_site_local_and_end_at_the_phase1_package(
+    tmp_path, tiny_data, site_key
+):
+    from safetensors.torch import load_file
+
+    from medsynth_fl.config import load_config
+    from medsynth_fl.training.condense import SNAPSHOT_DIR
+
+    cfg = load_config(
+        "tiny",
+        [
+            f"data.cache_dir={tmp_path / 'cache'}",
+            *CGAN,
+            "training.checkpoint_every=2",
+            "training.snapshot_every=2",
+        ],
+    )
+    key, _ = site_key
+    train, _ = tiny_data
+    result = Condenser(cfg, train, tmp_path / "run", key).run()
+    folder = tmp_path / "run" / "site_local" / SNAPSHOT_DIR
+    # phase I has 4 steps in the tiny preset: a snapshot after steps 2 and 4
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "step_000002.safetensors",
+        "step_000004.safetensors",
+    ]
+    first = load_file(folder / "step_000002.safetensors")
+    last = load_file(folder / "step_000004.safetensors")
+    phase1 = read_package(result.phase1_package).tensors
+    assert set(last) == set(phase1)
+    assert all((last[k] == phase1[k]).all() for k in phase1)
+    assert any((first[k] != last[k]).any() for k in last)
