@@ -8,6 +8,7 @@ an uninterrupted run with the same seed ends.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from .classifier import ClassifierTrainer
 from .distributed import DistInfo, barrier, unwrap, wrap_ddp
 from .labels import LabelDistiller
 from .loop import LoopContext, run_stage
-from .phase1_wgan import GanModels, make_ema, phase1_step
+from .phase1_wgan import GanModels, make_ema, phase1_step, standing_batch_norm_stats
 from .phase2_logit_matching import LogitMatchingTask, phase2_step
 from .reporting import Reporter
 
@@ -212,11 +213,17 @@ class Condenser:
         # Site-local, like the teacher: a learning curve of phase I for benches.
         folder = self.out_dir / "site_local" / SNAPSHOT_DIR
         folder.mkdir(parents=True, exist_ok=True)
+        # On a copy: the EMA's own buffers keep averaging, as they would unsnapshotted.
+        generator = copy.deepcopy(self.shipped_generator)
+        self._standing_stats(generator)
         state = {
-            k: v.detach().contiguous().cpu()
-            for k, v in self.shipped_generator.state_dict().items()
+            k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()
         }
         save_file(state, folder / f"step_{step:06d}.safetensors")
+
+    def _standing_stats(self, generator: torch.nn.Module) -> None:
+        present = [self.train.class_names.index(c) for c in self.classes_present]
+        standing_batch_norm_stats(generator, present, self.cfg.training.seed)
 
     # -- stages --------------------------------------------------------------
     def _phase1(self, ctx: LoopContext, start: int) -> None:
@@ -380,6 +387,10 @@ class Condenser:
             finally:
                 self.seconds = self._seconds_so_far()
                 self._running = None
+            if name in ("phase1", "phase2"):
+                # Before anything samples it (package, label head, phase II);
+                # the checkpoint below stores the result, so resume repeats it.
+                self._standing_stats(self.shipped_generator)
             self.completed.append(name)
             if name == "phase1" and self.info.is_primary:
                 self._write_package("phase1", PHASE1_PACKAGE_NAME)

@@ -168,6 +168,55 @@ def make_ema(generator: nn.Module, decay: float) -> AveragedModel | None:
     )
 
 
+@torch.no_grad()
+def standing_batch_norm_stats(
+    generator: nn.Module,
+    classes: list[int],
+    seed: int,
+    batches: int = 32,
+    batch_size: int = 64,
+) -> None:
+    """Recompute the generator's batch-norm running statistics from its own weights.
+
+    An EMA generator's running statistics are an average of the live
+    generator's, not the statistics of the averaged weights, and in eval mode
+    they drew saturated colours and cyan borders where train mode drew lesions
+    (the 2-seed utility bench: docs/decisions.md). BigGAN's "standing
+    statistics" fix: run the generator with batch statistics on ``batches`` batches of
+    fresh noise and class-balanced labels from ``classes``, and store the plain
+    average of the batch statistics. Needs no data, only the generator; seeded,
+    so a resumed run computes the same statistics. ``swa_utils.update_bn``
+    cannot do it: it relies on the ``num_batches_tracked`` counter these batch
+    norms drop. A generator without batch norm is left as it is.
+    """
+    norms = [
+        m
+        for m in generator.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if not norms:
+        return
+    device = model_device(generator)
+    rng = torch.Generator().manual_seed(seed)
+    momenta = [m.momentum for m in norms]
+    was_training = generator.training
+    # Only the batch norms in train mode: spectral norm's power iteration, run
+    # in train mode, would move the weights being measured.
+    generator.eval()
+    for m in norms:
+        m.train()
+    label_pool = torch.tensor(classes)
+    for i in range(batches):
+        for m in norms:
+            m.momentum = 1.0 / (i + 1)  # running value = mean over batches so far
+        pick = torch.randint(len(label_pool), (batch_size,), generator=rng)
+        z = generator.sample_noise(batch_size, rng).to(device)
+        generator(z, label_pool[pick].to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    generator.train(was_training)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter (DDP wrappers unwrapped)."""
     return next(unwrap(model).parameters()).device

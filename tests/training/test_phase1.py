@@ -131,3 +131,40 @@ def test_phase1_step_updates_both_networks_and_reports_losses():
     )
     after_d = dict(d.named_parameters())
     assert all(not torch.equal(p, after_d[n]) for n, p in before_d.items())
+
+
+def test_standing_stats_make_eval_mode_draw_what_train_mode_draws():
+    from medsynth_fl.models.cgan import ConditionalResNetGenerator
+    from medsynth_fl.training.phase1_wgan import standing_batch_norm_stats
+
+    torch.manual_seed(0)
+    g = ConditionalResNetGenerator(8, 3, z_dim=16, ngf=8, attention=False)
+    norms = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:  # stale statistics, as an EMA's averaged buffers can be
+        m.running_mean.fill_(2.0)
+        m.running_var.fill_(25.0)
+    z = g.sample_noise(512, torch.Generator().manual_seed(1))
+    y = torch.arange(3).repeat(171)[:512]
+
+    def eval_vs_batch_stats_gap() -> float:
+        g.eval()
+        with torch.no_grad():
+            a = g(z, y)
+            for m in norms:  # batch statistics, running ones left as they are
+                m.train()
+                m.track_running_stats = False
+            b = g(z, y)
+        for m in norms:
+            m.track_running_stats = True
+        g.eval()
+        return (a - b).abs().mean().item()
+
+    stale = eval_vs_batch_stats_gap()
+    standing_batch_norm_stats(g, [0, 1, 2], seed=0, batches=16, batch_size=64)
+    after = [m.running_var.clone() for m in norms]
+    assert all(m.momentum == 0.1 for m in norms)  # restored
+    assert not g.training
+    standing_batch_norm_stats(g, [0, 1, 2], seed=0, batches=16, batch_size=64)
+    # seeded, and the weights do not move: the same statistics again
+    assert all(torch.equal(a, m.running_var) for a, m in zip(after, norms, strict=True))
+    assert eval_vs_batch_stats_gap() < 0.1 * stale
