@@ -422,6 +422,10 @@ def main() -> int:
     if cfg.generator.arch != "cbn_resnet":
         raise SystemExit("this bench measures the cbn_resnet generator (cpu preset)")
     arms = [a for a in ARMS if a != "no_mask_ipc50"]
+    if cfg.phase2.epochs == 0:
+        # Phase II off: the phase-I package draws the same images as the final
+        # one, so "phase1_only" would repeat "medsynth_ipc50_hard" exactly.
+        arms.remove("phase1_only_ipc50")
     if not args.no_cross_arch:
         arms += [f"{a}@{x}" for x in CROSS_ARCH for a in CROSS_ARMS]
     jobs = [

@@ -13,7 +13,9 @@ from medsynth_fl.training.phase1_wgan import (
     generator_loss,
     gradient_penalty,
     interpolate,
+    make_ema,
     phase1_step,
+    warmup_ema_decay,
 )
 
 
@@ -168,3 +170,24 @@ def test_standing_stats_make_eval_mode_draw_what_train_mode_draws():
     # seeded, and the weights do not move: the same statistics again
     assert all(torch.equal(a, m.running_var) for a, m in zip(after, norms, strict=True))
     assert eval_vs_batch_stats_gap() < 0.1 * stale
+
+
+def test_ema_decay_warms_up_then_holds():
+    assert warmup_ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert warmup_ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert warmup_ema_decay(0.999, 100_000) == 0.999
+
+
+def test_warmup_ema_follows_a_moving_model_closely_early_on():
+    # A parameter moving from 0 to 1 over 100 updates: a fixed 0.999 EMA would
+    # still sit near 0.05; the warm-up keeps within a few steps of the model.
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(model.weight)
+    ema = make_ema(model, 0.999)
+    for step in range(1, 101):
+        with torch.no_grad():
+            model.weight.fill_(step / 100)
+        ema.update_parameters(model)
+    lag = model.weight.item() - ema.module.weight.item()
+    assert 0 < lag < 0.15
+    assert int(ema.n_averaged) == 100  # the schedule's count is saved with the EMA
