@@ -188,8 +188,9 @@ def make_ema(generator: nn.Module, decay: float) -> AveragedModel | None:
 
     Sampling from the EMA weights is the standard fix for a GAN generator that
     oscillates around a good solution (Yazıcı et al. 2019; BigGAN). The
-    decay ramps up from 0.1 (:func:`warmup_ema_decay`); the update count lives in the ``AveragedModel``'s ``n_averaged`` buffer, so a
-    resumed run continues the same schedule.
+    decay ramps up from 0.1 (:func:`warmup_ema_decay`); the update count lives
+    in the ``AveragedModel``'s ``n_averaged`` buffer, so a resumed run continues
+    the same schedule.
     """
     if decay <= 0:
         return None
