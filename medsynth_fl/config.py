@@ -210,7 +210,9 @@ class TrainingConfig(_Section):
     log_every: int = Field(50, ge=1)
     # condensation draws every lesion as often as one image (phase I, teacher, II)
     lesion_weighting: bool = True
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of the GAN's forwards
+    # bf16: autocast of the GAN's forwards; auto: bf16 only where the hardware
+    # computes it natively (training/precision.py: emulated bf16 is ~10x slower)
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
 
 class LabelsConfig(_Section):

@@ -42,6 +42,7 @@ from .labels import LabelDistiller
 from .loop import LoopContext, run_stage
 from .phase1_wgan import GanModels, make_ema, phase1_step, standing_batch_norm_stats
 from .phase2_logit_matching import LogitMatchingTask, phase2_step
+from .precision import resolve_precision
 from .reporting import Reporter
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Condenser:
                 betas=(p1.beta1, p1.beta2),
             ),
             ema=make_ema(generator, cfg.generator.ema_decay),
-            precision=cfg.training.precision,
+            precision=resolve_precision(cfg.training.precision, dev),
         )
         self.opt_g2 = torch.optim.Adam(
             gan_params, lr=cfg.phase2.lr, betas=(p1.beta1, p1.beta2)
