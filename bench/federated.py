@@ -1,17 +1,19 @@
 """MedSynth-FL vs FedAvg, local-only and pooled on the natural ISIC centres.
 
-Sites: the four HAM centres of ../shared/data at 64 px (FLamby's train fold at
-each site; lesion-safe test fold). Every classifier is the same ViT with the
-same budget (the cpu preset's classifier: 500 steps of 32 images):
+Sites: the four HAM centres of ../shared/data at the preset's image size
+(32 px for ``cpu``; FLamby's train fold at each site; lesion-safe test fold).
+Every classifier is the preset's downstream model with the same budget
+(``classifier.steps`` batches):
 
 - MedSynth-FL: a Flower simulation (Ray) in which every site condenses its images,
   self-audits and ships only its signed generator; the coordinator verifies,
-  audits at the sites, samples 50 images per class from each generator and
-  trains the shared ViT. Seeds: the shared ViT is trained with 3 seeds on
-  condensed sets re-sampled with the same seed.
+  audits and trains the shared model under ``federation.downstream`` (fresh
+  generator samples at every step with the generators' soft labels, for
+  ``stream``). Seeds: the shared model is retrained by the same rule with 3
+  seeds on the verified generators.
 - FedAvg: Flower's FedAvg strategy over the same sites, 10 rounds × 50 local steps.
-- Local-only: one ViT per site on its own images (mean over sites).
-- Pooled: one ViT on the union of the sites' images (upper bound).
+- Local-only: one model per site on its own images (mean over sites).
+- Pooled: one model on the union of the sites' images (upper bound).
 
 All models are scored on the pooled test folds of the four centres (FLamby's
 protocol). Writes bench/results/federated.json.
@@ -49,7 +51,6 @@ def bench_overrides(shared: Path) -> list[str]:
     return [
         "data.source=shards",
         f"data.path={json.dumps(str(shared))}",
-        "data.image_size=64",
         f"data.centers={json.dumps(HAM_CENTERS)}",
         "data.empty_class=skip",
         "federation.partition=natural",
@@ -105,8 +106,6 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
     torch.set_num_threads(1)
     kind, site, seed, preset_file, layout_root, sites, store_run = job
     from medsynth_fl.data.imageset import ImageSet
-    from medsynth_fl.package import read_package
-    from medsynth_fl.sampling import sample_condensed_set
     from simulation.baselines import train_and_score
 
     cfg = load_config(preset_file)
@@ -116,28 +115,65 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
         data = ImageSet.concat(list(trains.values()))
     elif kind == "local_only":
         data = trains[site]
-    else:  # medsynth_fl: re-sample the verified generators with this seed
-        parts = []
-        summary = json.loads((Path(store_run) / "summary.json").read_text())
-        accepted = [
-            x["package_path"] for x in summary["sites"] if x["status"] == "accepted"
-        ]
-        for pkg_path in sorted(accepted):  # verified and not quarantined
-            pkg = read_package(Path(pkg_path))
-            m = pkg.manifest
-            parts.append(
-                sample_condensed_set(
-                    pkg.build_generator(),
-                    list(m.class_names),
-                    list(m.classes_present),
-                    cfg.federation.ipc,
-                    seed=seed,
-                )
-            )
-        data = ImageSet.concat(parts)
+    else:  # medsynth_fl: retrain the shared model on the verified generators
+        return kind, site, seed, _shared_model_metrics(cfg, Path(store_run), test, seed)
     metrics = train_and_score(data, test, cfg, seed).as_dict()
     metrics["train_images"] = len(data)
     return kind, site, seed, metrics
+
+
+def _shared_model_metrics(cfg: Config, store_run: Path, test, seed: int) -> dict:
+    """The coordinator's shared-model training, re-run with ``seed``.
+
+    Same rule as the ServerApp (``coordinator.pipeline``): with
+    ``federation.downstream = "stream"`` fresh samples of every accepted
+    generator at each step, else ``federation.ipc`` per class sampled once;
+    soft labels from the generators' label heads where the config asks.
+    """
+    import torch
+
+    from coordinator.pipeline import generator_stream
+    from medsynth_fl.data.imageset import ImageSet
+    from medsynth_fl.evaluation import evaluate_classifier
+    from medsynth_fl.package import read_package
+    from medsynth_fl.sampling import sample_condensed_set
+    from medsynth_fl.training.batches import ImageSetSource
+    from medsynth_fl.training.classifier import ClassifierTrainer
+    from medsynth_fl.training.loop import LoopContext
+
+    summary = json.loads((store_run / "summary.json").read_text())
+    accepted = sorted(
+        x["package_path"] for x in summary["sites"] if x["status"] == "accepted"
+    )
+    packages = [read_package(Path(p)) for p in accepted]  # verified when stored
+    union = ImageSet.concat(
+        [
+            sample_condensed_set(
+                pkg.build_generator(),
+                list(pkg.manifest.class_names),
+                list(pkg.manifest.classes_present),
+                cfg.federation.ipc,
+                seed=seed,
+            )
+            for pkg in packages
+        ]
+    )
+    if cfg.federation.downstream == "stream":
+        source = generator_stream(packages, union.class_names)
+    else:
+        source = ImageSetSource(union, cfg.classifier.class_sampling)
+    torch.manual_seed(seed)
+    trainer = ClassifierTrainer(
+        cfg.classifier,
+        len(union.class_names),
+        LoopContext(seed=seed).info,
+        len(union),
+        union.image_size,
+    )
+    model = trainer.fit_source(source, LoopContext(seed=seed))
+    metrics = evaluate_classifier(model, test).as_dict()
+    metrics["train_images"] = trainer.steps * cfg.classifier.batch_size
+    return metrics
 
 
 def summarise(values: list[dict]) -> dict:
