@@ -125,20 +125,21 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
 def _shared_model_metrics(cfg: Config, store_run: Path, test, seed: int) -> dict:
     """The coordinator's shared-model training, re-run with ``seed``.
 
-    Same rule as the ServerApp (``coordinator.pipeline``): with
-    ``federation.downstream = "stream"`` fresh samples of every accepted
-    generator at each step, else ``federation.ipc`` per class sampled once;
-    soft labels from the generators' label heads where the config asks.
+    Same rule as the ServerApp (``coordinator.pipeline.shared_model_source``):
+    fresh samples of every accepted generator at each step under
+    ``federation.downstream = "stream"``, else ``federation.ipc`` per class
+    sampled once; soft labels from the generators' label heads where the
+    config asks.
     """
     import torch
 
-    from coordinator.pipeline import generator_stream
+    from coordinator.pipeline import shared_model_source
     from medsynth_fl.data.imageset import ImageSet
     from medsynth_fl.evaluation import evaluate_classifier
     from medsynth_fl.package import read_package
     from medsynth_fl.sampling import sample_condensed_set
-    from medsynth_fl.training.batches import ImageSetSource
     from medsynth_fl.training.classifier import ClassifierTrainer
+    from medsynth_fl.training.distributed import DistInfo
     from medsynth_fl.training.loop import LoopContext
 
     summary = json.loads((store_run / "summary.json").read_text())
@@ -158,17 +159,10 @@ def _shared_model_metrics(cfg: Config, store_run: Path, test, seed: int) -> dict
             for pkg in packages
         ]
     )
-    if cfg.federation.downstream == "stream":
-        source = generator_stream(packages, union.class_names)
-    else:
-        source = ImageSetSource(union, cfg.classifier.class_sampling)
+    source = shared_model_source(cfg, union, packages)
     torch.manual_seed(seed)
     trainer = ClassifierTrainer(
-        cfg.classifier,
-        len(union.class_names),
-        LoopContext(seed=seed).info,
-        len(union),
-        union.image_size,
+        cfg.classifier, len(union.class_names), DistInfo(), len(union), union.image_size
     )
     model = trainer.fit_source(source, LoopContext(seed=seed))
     metrics = evaluate_classifier(model, test).as_dict()

@@ -79,6 +79,19 @@ def generator_stream(
     return GeneratorStream(entries, len(class_names))
 
 
+def shared_model_source(
+    cfg: Config, union: ImageSet, packages: Iterable[GeneratorPackage]
+) -> BatchSource:
+    """What the shared model trains on, under ``federation.downstream``.
+
+    ``"stream"``: fresh samples of the ``packages``' generators at every step;
+    ``"fixed"``: the condensed ``union``, sampled once.
+    """
+    if cfg.federation.downstream == "stream":
+        return generator_stream(packages, union.class_names)
+    return ImageSetSource(union, cfg.classifier.class_sampling)
+
+
 def train_shared_vit(
     store: RunStore,
     union: ImageSet,
@@ -99,11 +112,7 @@ def train_shared_vit(
         model = build_classifier(cfg.classifier, num_classes, union.image_size)
         model.load_state_dict(load_file(final))
         return model.eval()
-    source: BatchSource
-    if cfg.federation.downstream == "stream":
-        source = generator_stream(packages, union.class_names)
-    else:
-        source = ImageSetSource(union, cfg.classifier.class_sampling)
+    source = shared_model_source(cfg, union, packages)
     ckpt = store.dir / "models" / "shared_vit_checkpoint.pt"
     seed = cfg.training.seed
     torch.manual_seed(seed)  # same initialisation on a restart

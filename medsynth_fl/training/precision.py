@@ -22,7 +22,6 @@ import torch
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16"]
-PrecisionSetting = Literal["auto", "fp32", "bf16"]
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
