@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -259,6 +261,21 @@ class Contributions:
             },
         }
 
+    def as_record(self) -> dict:
+        """JSON form for the run store: macro AUC, bal-acc, per-class Shapley.
+
+        NaN (the AUC of a class without test positives) is written as null.
+        """
+        classes = [n.removeprefix("auc:") for n in self.names if n.startswith("auc:")]
+        return _json_safe(
+            {
+                "class_names": classes,
+                "auc": self.as_dict("auc"),
+                "bal_acc": self.as_dict("bal_acc"),
+                "per_class_shapley": self.per_class_shapley(),
+            }
+        )
+
     def per_class_shapley(self) -> dict[str, dict[str, float]]:
         """Map site → class → Shapley value of that class's one-vs-rest AUC."""
         classes = [n.removeprefix("auc:") for n in self.names if n.startswith("auc:")]
@@ -267,6 +284,16 @@ class Contributions:
             s: {c: c_.shapley[offset + k].mean for k, c in enumerate(classes)}
             for s, c_ in self.sites.items()
         }
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def compute_contributions(
@@ -395,7 +422,11 @@ def linear_probe_trainer(
             proba[:, seen[0]] = 1.0
             return proba
         probe = LogisticRegression(C=c, max_iter=max_iter)
-        probe.fit(x, y, sample_weight=w)
+        with warnings.catch_warnings():
+            # a probe stopped at max_iter is still one fixed, deterministic
+            # value function; the warning would repeat for each of 2^n fits
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            probe.fit(x, y, sample_weight=w)
         proba[:, probe.classes_] = probe.predict_proba((eval_features - mean) / scale)
         return proba
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 from medsynth_fl.privacy import attack_aucs, format_with_interval
 
+from .contribution_plots import class_heatmap, contribution_bars
 from .store import RunStore
 
 ATTACKS = (
@@ -26,7 +28,10 @@ ATTACKS = (
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}
 th{background:#f3f3f3}.accepted{color:#0a0}.rejected,.unreachable,.quarantined{color:#c00}
-img{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}"""
+img{max-width:100%;border:1px solid #ddd}figure img{image-rendering:pixelated}"""
+
+
+LIVE_REFRESH_S = 5
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -101,20 +106,74 @@ def _grids(store: RunStore) -> str:
     return "".join(parts)
 
 
-def render_dashboard(store: RunStore) -> Path:
-    """Write ``dashboard.html`` into the run folder and return its path."""
+def _estimate(e: dict) -> str:
+    return format_with_interval(e["mean"], (e["ci_low"], e["ci_high"]))
+
+
+def _contributions(store: RunStore) -> str:
+    """Contribution table (macro AUC and bal-acc), bar chart and class heatmap."""
+    path = store.dir / "contributions.json"
+    if not path.is_file():
+        return "<p>No contributions: the coordinator holds no test set.</p>"
+    data = json.loads(path.read_text())
+    auc, bal = data["auc"], data["bal_acc"]
+    rows = "".join(
+        f"<tr><td>{html.escape(site)}</td><td>{_estimate(v['shapley'])}</td>"
+        f"<td>{_estimate(v['loo'])}</td><td>{_estimate(v['alone'])}</td>"
+        f"<td>{_estimate(bal['sites'][site]['shapley'])}</td></tr>"
+        for site, v in auc["sites"].items()
+    )
+    head = (
+        "<tr><th>site</th><th>Shapley (AUC)</th><th>leave-one-out (AUC)</th>"
+        "<th>site alone (AUC)</th><th>Shapley (bal. acc.)</th></tr>"
+    )
+    plots = store.dir / "plots"
+    bars, heat = plots / "contributions.png", plots / "contributions_by_class.png"
+    stamp = path.stat().st_mtime
+    if not (bars.is_file() and bars.stat().st_mtime >= stamp):  # drawn once
+        contribution_bars(data, bars)
+    if not (heat.is_file() and heat.stat().st_mtime >= stamp):
+        class_heatmap(data, heat)
+    return (
+        f"<p>Value of a set of sites: {html.escape(data['value_function'])} "
+        f"({data['n_test']} images); [95 % bootstrap interval over the test set]. "
+        f"v(all) = {auc['v_all']:.3f}, v(∅) = {auc['v_empty']:.3f}.</p>"
+        f"<table>{head}{rows}</table>"
+        f"<img alt='contribution bars' src='data:image/png;base64,{_b64(bars)}'>"
+        f"<img alt='contribution by class' src='data:image/png;base64,{_b64(heat)}'>"
+    )
+
+
+def dashboard_html(store: RunStore, live: bool = False) -> str:
+    """The whole page as one self-contained HTML string (images inlined).
+
+    ``live``: while the run is still going, the page reloads itself every
+    ``LIVE_REFRESH_S`` seconds (the served dashboard).
+    """
     events = "".join(
         f"<li>{u} {lvl}: {html.escape(msg)}</li>" for u, lvl, msg in store.events()
     )
-    page = (
-        "<!doctype html><meta charset='utf-8'>"
-        f"<title>MedSynth-FL {store.run_id}</title>"
+    status = store.status()
+    refresh = (
+        f"<meta http-equiv='refresh' content='{LIVE_REFRESH_S}'>"
+        if live and status == "running"
+        else ""
+    )
+    return (
+        f"<!doctype html><meta charset='utf-8'>{refresh}"
+        f"<title>MedSynth-FL {html.escape(store.run_id)}</title>"
         f"<style>{STYLE}</style><h1>MedSynth-FL run {html.escape(store.run_id)}</h1>"
-        f"<p>status: {store.status()}</p><h2>Sites</h2>{_sites_table(store)}"
+        f"<p>status: {html.escape(status)}</p><h2>Sites</h2>{_sites_table(store)}"
+        f"<h2>Contributions</h2>{_contributions(store)}"
         f"<h2>Shared ViT</h2>{_metrics_table(store)}"
         f"<h2>Condensed samples (from the shipped generators)</h2>{_grids(store)}"
         f"<h2>Events</h2><ul>{events}</ul>"
     )
-    path = store.dir / "dashboard.html"
-    path.write_text(page)
+
+
+def render_dashboard(store: RunStore, out: Path | None = None) -> Path:
+    """Write the page (default ``<run>/dashboard.html``) and return its path."""
+    path = out or store.dir / "dashboard.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dashboard_html(store))
     return path

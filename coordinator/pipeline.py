@@ -2,15 +2,18 @@
 
 Sample condensed sets, train the shared model on their union or on a stream of
 fresh generator samples (``federation.downstream``; resumably), evaluate it
-centrally.
+centrally, and value each site's contribution.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -19,7 +22,7 @@ from medsynth_fl.config import Config
 from medsynth_fl.data import load_npz
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
-from medsynth_fl.models.classifiers import build_classifier
+from medsynth_fl.models.classifiers import build_classifier, classifier_embedding
 from medsynth_fl.package import GeneratorPackage
 from medsynth_fl.sampling import sample_condensed_set, save_class_grids
 from medsynth_fl.training.batches import BatchSource, ImageSetSource
@@ -31,6 +34,11 @@ from medsynth_fl.training.reporting import Reporter
 from medsynth_fl.training.seeding import derive_seed
 from medsynth_fl.training.stream import GeneratorStream
 
+from .contributions import (
+    CoalitionPredictions,
+    compute_contributions,
+    linear_probe_trainer,
+)
 from .store import RunStore
 
 log = logging.getLogger(__name__)
@@ -153,3 +161,97 @@ def evaluate_central(
     # A held-out set may lack a rare class; AUC and balanced accuracy skip it.
     test = load_npz(test_path, classes=class_names, empty_class="skip")
     return evaluate_classifier(model, test)
+
+
+@torch.no_grad()
+def _embed(model: nn.Module, images: ImageSet, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    x, _ = images.to_tensors()
+    return torch.cat(
+        [classifier_embedding(model, b).float() for b in x.split(batch_size)]
+    ).numpy()
+
+
+def site_contributions(
+    store: RunStore,
+    model: nn.Module,
+    condensed: dict[str, ImageSet],
+    test_path: Path | None,
+    cfg: Config,
+) -> dict | None:
+    """Site-alone, leave-one-out and Shapley values of the accepted sites.
+
+    Value of a coalition: a logistic probe on the shared model's frozen
+    penultimate features, fitted on the coalition's condensed sets (with the
+    generators' soft labels where they have a label head) and scored on the
+    coordinator's held-out test set. One probe per coalition (2^n for n ≤ 8),
+    so the values cost seconds, not 2^n trainings of the shared model.
+
+    Written to ``contributions.json`` (and ``contribution:<site>`` metrics) and
+    reused while the accepted sites and the shared model are the same; a round
+    that changes either recomputes them. ``None`` without a test set.
+    """
+    if test_path is None or not cfg.contributions.enabled or not condensed:
+        return None
+    sites = sorted(condensed)
+    weights = store.dir / "models" / "shared_vit.safetensors"
+    model_hash = (
+        hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+        if weights.is_file()
+        else ""
+    )
+    path = store.dir / "contributions.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("sites") == sites and cached.get("model_sha256") == model_hash:
+            return cached
+    settings = cfg.contributions
+    test = load_npz(test_path, classes=list(cfg.data.classes), empty_class="skip")
+    n_classes = len(test.class_names)
+    train = linear_probe_trainer(
+        {s: _embed(model, condensed[s]) for s in sites},
+        {
+            s: condensed[s].labels
+            if condensed[s].soft_labels is None
+            else condensed[s].soft_labels
+            for s in sites
+        },
+        _embed(model, test),
+        n_classes,
+        max_iter=settings.probe_max_iter,
+    )
+    result = compute_contributions(
+        CoalitionPredictions(tuple(sites), len(test), n_classes, train),
+        test.labels,
+        test.class_names,
+        n_bootstrap=settings.n_bootstrap,
+        seed=cfg.training.seed,
+        n_permutations=settings.permutations,
+        truncation_tol=settings.truncation_tol,
+    )
+    out = {
+        "sites": sites,
+        "model_sha256": model_hash,
+        "value_function": "logistic probe on the shared model's frozen "
+        "features, condensed IPC sets, held-out test set",
+        "n_test": len(test),
+        **result.as_record(),
+    }
+    path.write_text(json.dumps(out, indent=2))
+    for site, entry in out["auc"]["sites"].items():
+        store.put_metrics(
+            f"contribution:{site}",
+            {
+                f"{kind}{suffix}": entry[kind][field]
+                for kind in ("shapley", "loo", "alone")
+                for field, suffix in (
+                    ("mean", ""),
+                    ("ci_low", "-low"),
+                    ("ci_high", "-high"),
+                )
+            },
+        )
+    store.log(
+        "info", f"contributions of {len(sites)} site(s) ({result.method} Shapley)"
+    )
+    return out

@@ -25,7 +25,12 @@ from medsynth_fl.package import GeneratorPackage, read_package, write_package
 from medsynth_fl.privacy import build_package_attacks, gate_limits, leaking_attacks
 
 from .dashboard import render_dashboard
-from .pipeline import evaluate_central, sample_site, train_shared_vit
+from .pipeline import (
+    evaluate_central,
+    sample_site,
+    site_contributions,
+    train_shared_vit,
+)
 from .store import RunStore, SiteRecord
 from .strategy import MedSynthStrategy
 
@@ -332,19 +337,24 @@ def run_medsynth(
             f"{len(packages)} generator(s) passed the audit, "
             f"the run needs {cfg.federation.min_sites}"
         )
-    condensed = [
-        sample_site(store, pkg, cfg.federation.ipc, cfg.sampling.seed)
+    condensed = {
+        pkg.manifest.site_id: sample_site(
+            store, pkg, cfg.federation.ipc, cfg.sampling.seed
+        )
         for pkg in packages.values()
-    ]
-    store.finish_stage("sample", {"images": sum(len(c) for c in condensed)})
+    }
+    store.finish_stage("sample", {"images": sum(len(c) for c in condensed.values())})
     # the IPC sets are sampled (grids, dashboard) in both downstream modes
-    model = train_shared_vit(store, ImageSet.concat(condensed), cfg, packages.values())
+    model = train_shared_vit(
+        store, ImageSet.concat(list(condensed.values())), cfg, packages.values()
+    )
     store.finish_stage("train")
     if store.stage_done("central_eval") is None:
         central = evaluate_central(model, settings.test_set, list(cfg.data.classes))
         if central is not None:
             store.put_metrics("central", central.as_record())
         store.finish_stage("central_eval")
+    site_contributions(store, model, condensed, settings.test_set, cfg)
     federated_evaluate(grid, strategy, store, model, cfg, settings.timeout_s)
     store.set_status("finished")
     summary = {

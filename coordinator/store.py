@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,25 @@ class RunStore:
         self.db_path = self.root / "runs.sqlite"
         with self._db() as db:
             db.executescript(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, run_dir: Path) -> RunStore:
+        """The store of an existing run folder ``<root>/<run_id>`` (never made)."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"no run folder at {run_dir}")
+        db_path = run_dir.parent / "runs.sqlite"
+        if not db_path.is_file():
+            raise FileNotFoundError(
+                f"{run_dir} is not in a run store (no {db_path.name} beside it)"
+            )
+        with closing(sqlite3.connect(db_path, timeout=30)) as db:
+            known = db.execute(
+                "SELECT 1 FROM runs WHERE run_id=?", (run_dir.name,)
+            ).fetchone()
+        if known is None:
+            raise FileNotFoundError(f"run {run_dir.name!r} is not in {db_path}")
+        return cls(run_dir.parent, run_dir.name)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:

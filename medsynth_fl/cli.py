@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -324,8 +325,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``medsynth-fl`` argument parser."""
+def build_parser(
+    extra_commands: Iterable[Callable[[argparse._SubParsersAction], None]] = (),
+) -> argparse.ArgumentParser:
+    """The ``medsynth-fl`` argument parser.
+
+    ``extra_commands`` register more verbs on the subcommands (the
+    coordinator's ``dashboard`` and ``report``, from ``coordinator.cli``,
+    which this core package must not import).
+    """
     parser = argparse.ArgumentParser(
         prog="medsynth-fl", description=__doc__.splitlines()[0]
     )
@@ -438,15 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-key", help="site public key (.pub) or a folder of <site>.pub"
     )
     p.set_defaults(func=cmd_verify)
+    for register in extra_commands:
+        register(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    extra_commands: Iterable[Callable[[argparse._SubParsersAction], None]] = (),
+) -> int:
     """Run the command line; errors the user can fix print one line and exit 2."""
     from .data.errors import DataError
     from .package import PackageRejected, SiteKeyError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(extra_commands).parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)

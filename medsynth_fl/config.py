@@ -263,6 +263,16 @@ class FederationConfig(_Section):
     downstream: Literal["fixed", "stream"] = "fixed"
 
 
+class ContributionsConfig(_Section):
+    """What each site contributed (coordinator/contributions.py), after the round."""
+
+    enabled: bool = True
+    n_bootstrap: int = Field(200, ge=0)  # evaluation-set resamples for intervals
+    permutations: int = Field(200, ge=2)  # Monte-Carlo Shapley beyond 8 sites
+    truncation_tol: float = Field(0.0, ge=0)  # TMC-Shapley; 0: untruncated
+    probe_max_iter: int = Field(300, ge=10)  # the value function's probe fit
+
+
 def epoch_steps(
     epochs: float, n_images: int, batch_size: int, world_size: int = 1
 ) -> int:
@@ -288,6 +298,7 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
+    contributions: ContributionsConfig = Field(default_factory=ContributionsConfig)
 
     def digest(self) -> str:
         """Return a short sha256 of the resolved config (provenance in manifests)."""

@@ -1,5 +1,7 @@
 """The coordinator's downstream training in stream mode, without Flower."""
 
+import json
+
 import pytest
 import torch
 
@@ -107,3 +109,53 @@ def test_a_package_with_another_label_space_is_refused(setup, tmp_path):
     other = make_package(tmp_path, "c", ["MEL"], 2, class_names=["MEL", "NV"])
     with pytest.raises(ValueError, match="site c: label space"):
         pipeline.generator_stream([*packages, other], tuple(NAMES))
+
+
+def test_contributions_are_stored_reused_and_recomputed_when_the_sites_change(
+    setup, tmp_path, monkeypatch
+):
+    _, packages, _ = setup
+    cfg = load_config(
+        "tiny",
+        [*STREAM, f"data.classes={json.dumps(NAMES)}", "contributions.n_bootstrap=5"],
+    )
+    condensed = {
+        p.manifest.site_id: sample_condensed_set(
+            p.build_generator(), NAMES, list(p.manifest.classes_present), ipc=6
+        )
+        for p in packages
+    }
+    test = sample_condensed_set(packages[1].build_generator(), NAMES, NAMES, ipc=8)
+    test.save_npz(tmp_path / "test.npz")
+    store = RunStore(tmp_path, "run")
+    model = pipeline.train_shared_vit(store, condensed["a"], cfg, packages)
+    out = pipeline.site_contributions(
+        store, model, condensed, tmp_path / "test.npz", cfg
+    )
+    stored = json.loads((store.dir / "contributions.json").read_text())
+    assert stored == out and stored["sites"] == ["a", "b"]
+    auc = stored["auc"]
+    total = sum(auc["sites"][s]["shapley"]["mean"] for s in ("a", "b"))
+    assert total == pytest.approx(auc["v_all"] - auc["v_empty"], abs=1e-9)
+    assert set(store.metrics("contribution:a")["contribution:a"]) >= {
+        "shapley",
+        "shapley-low",
+        "shapley-high",
+        "loo",
+        "alone",
+    }
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("recomputed although nothing changed")
+
+    monkeypatch.setattr(pipeline, "linear_probe_trainer", no_training)
+    assert (
+        pipeline.site_contributions(store, model, condensed, tmp_path / "test.npz", cfg)
+        == out
+    )
+    monkeypatch.undo()
+    fewer = pipeline.site_contributions(
+        store, model, {"a": condensed["a"]}, tmp_path / "test.npz", cfg
+    )
+    assert fewer["sites"] == ["a"]
+    assert pipeline.site_contributions(store, model, condensed, None, cfg) is None

@@ -47,9 +47,17 @@ def test_round_collects_verifies_samples_trains_and_evaluates(run_config):
     assert json.loads((store.dir / "summary.json").read_text())["run_id"] == "test-run"
     page = (store.dir / "dashboard.html").read_text()
     assert "HAM_vidir_molemax" in page and "data:image/png;base64," in page
+    assert "alt='contribution bars'" in page and "Shapley (AUC)" in page
     # each accepted site's worst federated-audit AUC, with its 95 % interval
     assert len(re.findall(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(\w+\)", page)) == 4
     assert all(s["bytes_received"] > 0 for s in accepted)
+    # every accepted site valued, and the Shapley values add up
+    contributions = json.loads((store.dir / "contributions.json").read_text())
+    auc = contributions["auc"]
+    assert set(auc["sites"]) == {s["site_id"] for s in accepted}
+    assert auc["method"] == "exact" and auc["coalitions_trained"] == 2**4 - 1
+    total = sum(v["shapley"]["mean"] for v in auc["sites"].values())
+    assert total == pytest.approx(auc["v_all"] - auc["v_empty"], abs=1e-9)
 
 
 def test_restart_after_a_kill_while_recording_packages_asks_only_the_missing_sites(
