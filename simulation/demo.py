@@ -74,7 +74,6 @@ def run_flower_simulation(run_config: dict, num_sites: int, root: Path) -> int:
 def print_summary(summary_path: Path) -> None:
     """Print the run store location, the sites and the headline metrics."""
     summary = json.loads(summary_path.read_text())
-    print(f"dashboard: {summary.get('dashboard', '')}")
     print("\n=== MedSynth-FL demo ===")
     print(
         f"run store: {summary['run_dir']}  "
@@ -94,6 +93,21 @@ def print_summary(summary_path: Path) -> None:
                 f"balanced accuracy {m['bal-acc']:.3f} "
                 f"on {int(m['num-examples'])} real test images"
             )
+    contributions = Path(summary["run_dir"]) / "contributions.json"
+    if contributions.is_file():
+        auc = json.loads(contributions.read_text())["auc"]
+        print(f"  contributions to the AUC ({auc['method']} Shapley, 95 % interval):")
+        for site, v in auc["sites"].items():
+            sh = v["shapley"]
+            print(
+                f"    {site}: {sh['mean']:+.3f} [{sh['ci_low']:+.3f}, "
+                f"{sh['ci_high']:+.3f}], leave-one-out {v['loo']['mean']:+.3f}"
+            )
+    print(f"\nsee the dashboard: .venv/bin/medsynth-fl dashboard {summary['run_dir']}")
+    print(
+        "  or share one file: .venv/bin/medsynth-fl report "
+        f"{summary['run_dir']} --out report.html"
+    )
 
 
 def write_demo_summary(summary_path: Path, wall_s: float, out: Path) -> dict:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -113,3 +115,72 @@ def test_a_missing_or_foreign_run_folder_is_a_clear_error(store, tmp_path, capsy
     other.mkdir()
     assert main(["report", str(other), "--out", str(tmp_path / "r.html")]) == 2
     assert "not in" in capsys.readouterr().err
+
+
+# -- in a real browser ----------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("MEDSYNTH_REQUIRE_BROWSER"),
+    reason="no chromium here (apt-get install chromium); CI installs it and "
+    "sets MEDSYNTH_REQUIRE_BROWSER=1, which turns this skip into a failure",
+)
+
+
+def _look_in_chromium(url: str, allowed: tuple[str, ...], shot) -> dict:
+    """Open ``url`` headless; return what a user would see and every request made."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "MEDSYNTH_REQUIRE_BROWSER is set but chromium is not installed"
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(url, wait_until="load")
+        seen = page.evaluate(
+            """() => ({
+                sites: [...document.querySelectorAll('table')[0].querySelectorAll('tr')]
+                    .slice(1).map(r => r.cells[0].innerText),
+                central: [...document.querySelectorAll('td')]
+                    .find(td => td.innerText === 'central')
+                    .parentElement.innerText,
+                images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
+            })"""
+        )
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    leaving = [u for u in requests if not u.startswith(allowed)]
+    return {**seen, "leaving": leaving}
+
+
+def _check(seen: dict, store: RunStore) -> None:
+    assert sorted(seen["sites"]) == sorted([*ACCEPTED, "HAM_vienna_dias"])
+    central = store.metrics("central")["central"]
+    assert f"{central['auc']:.3f}" in seen["central"]
+    assert f"{central['bal-acc']:.3f}" in seen["central"]
+    assert len(seen["images"]) >= 2 and all(seen["images"])
+    assert seen["leaving"] == []
+
+
+@needs_browser
+def test_the_served_dashboard_in_chromium(store, tmp_path):
+    server = make_server(store, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        seen = _look_in_chromium(base, (base, "data:"), tmp_path / "served.png")
+    finally:
+        server.shutdown()
+        server.server_close()
+    _check(seen, store)
+    assert (tmp_path / "served.png").stat().st_size > 10_000
+
+
+@needs_browser
+def test_the_exported_report_in_chromium(store, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", str(store.dir), "--out", str(out)]) == 0
+    seen = _look_in_chromium(
+        out.as_uri(), (out.as_uri(), "data:"), tmp_path / "report.png"
+    )
+    _check(seen, store)
