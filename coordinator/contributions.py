@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 Coalition = frozenset[str]
 EXACT_MAX_SITES = 8
@@ -43,25 +42,59 @@ def value_names(class_names: Sequence[str]) -> list[str]:
     return [*VALUE_NAMES_HEAD, *(f"auc:{c}" for c in class_names)]
 
 
-def score_predictions(labels: np.ndarray, proba: np.ndarray) -> np.ndarray:
+def weighted_auc(
+    scores: np.ndarray, positives: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """One-vs-rest ROC AUC under each row of ``weights`` (``B × N``), ties as ½.
+
+    A row of bootstrap counts gives the AUC of that resample (a row of ones:
+    the plain AUC, as ``sklearn.metrics.roc_auc_score``). Vectorised over rows:
+    sort once, sum the weights of each run of tied scores, then count the
+    negatives ranked below each positive. NaN where a row has no positive or
+    no negative weight.
+    """
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(sorted_scores) != 0])
+    w = weights[:, order]
+    pos = positives[order]
+    tied_pos = np.add.reduceat(w * pos, starts, axis=1)
+    tied_neg = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(tied_neg, axis=1) - tied_neg
+    n_pos, n_neg = tied_pos.sum(axis=1), tied_neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (tied_pos * (below + 0.5 * tied_neg)).sum(axis=1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def score_predictions(
+    labels: np.ndarray, proba: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
     """The value vector of one coalition's predictions on the evaluation set.
 
     Per-class AUC is NaN where ``labels`` hold no positive or no negative of the
     class (it is undefined there); the macro AUC averages the defined ones, as
     :func:`medsynth_fl.evaluation.macro_ovr_auc` does. Balanced accuracy is
-    the mean recall over the classes present in ``labels``.
+    the mean recall over the classes present. With ``weights`` (``B × N``
+    bootstrap counts) it returns one vector per row, ``B × V``.
     """
+    single = weights is None
+    w = np.ones((1, len(labels))) if single else np.asarray(weights, dtype=np.float64)
     n_classes = proba.shape[1]
-    per_class = np.full(n_classes, np.nan)
-    for k in range(n_classes):
-        positives = labels == k
-        if 0 < positives.sum() < len(labels):
-            per_class[k] = roc_auc_score(positives, proba[:, k])
-    pred = proba.argmax(axis=1)
-    present = np.unique(labels)
-    bal_acc = float(np.mean([np.mean(pred[labels == k] == k) for k in present]))
-    macro = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else np.nan
-    return np.concatenate([[macro, bal_acc], per_class])
+    per_class = np.stack(
+        [weighted_auc(proba[:, k], labels == k, w) for k in range(n_classes)], axis=1
+    )
+    correct = proba.argmax(axis=1) == labels
+    onehot = labels[:, None] == np.arange(n_classes)[None, :]  # N × C
+    support = w @ onehot  # B × C
+    hits = w @ (onehot & correct[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no class defined
+        recall = np.where(support > 0, hits / support, np.nan)
+        bal_acc = np.nanmean(recall, axis=1)
+        macro = np.nanmean(per_class, axis=1)
+    out = np.column_stack([macro, bal_acc, per_class])
+    return out[0] if single else out
 
 
 @dataclass
@@ -172,10 +205,11 @@ def monte_carlo_shapley(
             valued.add(prefix)
             marginals[site].append(current - previous)
             previous = current
-            if truncation_tol > 0 and abs(grand[headline] - current[headline]) < (
-                truncation_tol
-            ):
-                truncated = True
+            gap = (
+                np.atleast_2d(grand)[0, headline] - np.atleast_2d(current)[0, headline]
+            )
+            if truncation_tol > 0 and abs(gap) < truncation_tol:
+                truncated = True  # decided on the point value, for every row
     k = len(orderings)
     mean = {s: np.mean(m, axis=0) for s, m in marginals.items()}
     stderr = {
@@ -318,45 +352,46 @@ def compute_contributions(
     sites = list(predictions.sites)
     names = value_names(class_names)
     exact = len(sites) <= EXACT_MAX_SITES
-    orderings = [] if exact else permutations(sites, n_permutations, seed)
-
-    def decompose(rows: np.ndarray | None):
-        def value(coalition: Coalition) -> np.ndarray:
-            proba = predictions(coalition)
-            if rows is None:
-                return score_predictions(labels, proba)
-            return score_predictions(labels[rows], proba[rows])
-
-        if exact:
-            shap, stderr = exact_shapley(sites, value), None
-        else:
-            mc = monte_carlo_shapley(sites, value, orderings, truncation_tol)
-            shap, stderr = mc.mean, mc.stderr
-        return (
-            shap,
-            stderr,
-            leave_one_out(sites, value),
-            site_alone(sites, value),
-            value(frozenset(sites)),
-            value(frozenset()),
-        )
-
-    shap, stderr, loo, alone, grand, empty = decompose(None)
+    # row 0 weighs every test image once (the point value); rows 1.. are
+    # bootstrap resamples as counts, so each coalition is scored in one pass
     rng = np.random.default_rng(seed)
-    boots = [
-        decompose(rng.integers(0, len(labels), len(labels))) for _ in range(n_bootstrap)
-    ]
+    counts = np.vstack(
+        [
+            np.ones(len(labels)),
+            *(
+                np.bincount(
+                    rng.integers(0, len(labels), len(labels)), minlength=len(labels)
+                )
+                for _ in range(n_bootstrap)
+            ),
+        ]
+    )
+    scored: dict[Coalition, np.ndarray] = {}
+
+    def value(coalition: Coalition) -> np.ndarray:  # (1 + B) × V
+        if coalition not in scored:
+            scored[coalition] = score_predictions(
+                labels, predictions(coalition), counts
+            )
+        return scored[coalition]
+
+    if exact:
+        shap, stderr = exact_shapley(sites, value), None
+    else:
+        mc = monte_carlo_shapley(
+            sites, value, permutations(sites, n_permutations, seed), truncation_tol
+        )
+        shap, stderr = mc.mean, {s: e[0] for s, e in mc.stderr.items()}
+    loo, alone = leave_one_out(sites, value), site_alone(sites, value)
     q = ((1 - level) / 2, (1 + level) / 2)
 
-    def estimates(point: np.ndarray, samples: list[np.ndarray]) -> list[Estimate]:
-        if not samples:
+    def estimates(rows: np.ndarray) -> list[Estimate]:
+        point, boots = rows[0], rows[1:]
+        if len(boots) == 0:
             return [Estimate(float(p), float(p), float(p)) for p in point]
-        arr = np.asarray(samples)
-        with np.errstate(all="ignore"):
-            lo, hi = (
-                np.nanquantile(arr, q[0], axis=0),
-                np.nanquantile(arr, q[1], axis=0),
-            )
+        with warnings.catch_warnings():  # an all-NaN column: a class never tested
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanquantile(boots, q, axis=0)
         return [
             Estimate(float(p), float(a), float(b))
             for p, a, b in zip(point, lo, hi, strict=True)
@@ -367,17 +402,17 @@ def compute_contributions(
         sites={
             s: SiteContribution(
                 site=s,
-                shapley=estimates(shap[s], [b[0][s] for b in boots]),
-                loo=estimates(loo[s], [b[2][s] for b in boots]),
-                alone=estimates(alone[s], [b[3][s] for b in boots]),
+                shapley=estimates(shap[s]),
+                loo=estimates(loo[s]),
+                alone=estimates(alone[s]),
                 shapley_stderr=None
                 if stderr is None
                 else [float(x) for x in stderr[s]],
             )
             for s in sites
         },
-        grand_value=[float(x) for x in grand],
-        empty_value=[float(x) for x in empty],
+        grand_value=[float(x) for x in value(frozenset(sites))[0]],
+        empty_value=[float(x) for x in value(frozenset())[0]],
         method="exact" if exact else "monte_carlo",
         coalitions_trained=len(predictions.stored),
         n_bootstrap=n_bootstrap,

@@ -165,3 +165,23 @@ def test_unknown_sites_and_misshapen_predictions_are_refused(eval_set):
         preds(frozenset({"zz"}))
     with pytest.raises(ValueError, match="shape"):
         preds(frozenset({"a"}))
+
+
+def test_the_vectorised_scores_equal_sklearn_on_the_resampled_rows():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, N_CLASSES, 80)
+    proba = rng.random((80, N_CLASSES)).round(1)  # rounded: many tied scores
+    rows = rng.integers(0, 80, 80)
+    counts = np.bincount(rows, minlength=80)[None, :]
+    got = score_predictions(labels, proba, counts)[0]
+    y, p = labels[rows], proba[rows]
+    want_auc = [roc_auc_score(y == k, p[:, k]) for k in range(N_CLASSES)]
+    np.testing.assert_allclose(got[2:], want_auc, atol=1e-12)
+    assert got[0] == pytest.approx(np.mean(want_auc), abs=1e-12)
+    assert got[1] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)), abs=1e-12)
+    np.testing.assert_allclose(
+        score_predictions(labels, proba),
+        score_predictions(labels, proba, np.ones((1, 80)))[0],
+    )
