@@ -67,8 +67,18 @@ def class_heatmap(contributions: dict, out: Path) -> Path:
     image = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for i in range(len(sites)):
         for j in range(len(classes)):
-            text = "–" if np.isnan(grid[i, j]) else f"{grid[i, j]:+.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            value = grid[i, j]
+            text = "–" if np.isnan(value) else f"{value:+.2f}"
+            dark = not np.isnan(value) and abs(value) > 0.6 * bound
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+            )
     ax.set_xticks(range(len(classes)), classes)
     ax.set_yticks(range(len(sites)), sites)
     ax.set_title(

@@ -164,7 +164,10 @@ def evaluate_central(
 
 
 @torch.no_grad()
-def _embed(model: nn.Module, images: ImageSet, batch_size: int = 256) -> np.ndarray:
+def embed_images(
+    model: nn.Module, images: ImageSet, batch_size: int = 256
+) -> np.ndarray:
+    """Penultimate features of ``model`` for every image (the probe's space)."""
     model.eval()
     x, _ = images.to_tensors()
     return torch.cat(
@@ -209,14 +212,14 @@ def site_contributions(
     test = load_npz(test_path, classes=list(cfg.data.classes), empty_class="skip")
     n_classes = len(test.class_names)
     train = linear_probe_trainer(
-        {s: _embed(model, condensed[s]) for s in sites},
+        {s: embed_images(model, condensed[s]) for s in sites},
         {
             s: condensed[s].labels
             if condensed[s].soft_labels is None
             else condensed[s].soft_labels
             for s in sites
         },
-        _embed(model, test),
+        embed_images(model, test),
         n_classes,
         max_iter=settings.probe_max_iter,
     )

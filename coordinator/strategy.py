@@ -74,6 +74,18 @@ def _package_from_reply(
     return verify_package(manifest, signature, tensors, trusted, max_bytes), metrics
 
 
+def _claimed_site_id(msg: Message) -> str:
+    """The site id a refusal reply names ("" for any other reply).
+
+    A withheld generator carries no signed manifest, so this id is what the
+    node says it is; the store records it so the dashboard can name the site.
+    """
+    try:
+        return str(msg.content["refusal"]["site-id"])
+    except (KeyError, TypeError):
+        return ""
+
+
 class MedSynthStrategy(FedAvg):
     """One generator request per site; verification instead of aggregation.
 
@@ -129,7 +141,7 @@ class MedSynthStrategy(FedAvg):
                 )
             except PackageRejected as exc:
                 log.warning("node %s: %s", node, exc)
-                outcome.refused.append(Refusal(node, "", str(exc)))
+                outcome.refused.append(Refusal(node, _claimed_site_id(msg), str(exc)))
                 continue
             site = pkg.manifest.site_id
             if site in seen:

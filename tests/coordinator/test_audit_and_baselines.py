@@ -64,6 +64,14 @@ def test_site_release_gate_withholds_a_generator_and_says_why(run_config, tmp_pa
         "withheld by the site's release gate" in r.reason and "AUC" in r.reason
         for r in refused
     )
+    # stored under the site id the refusal names, not only the node id
+    assert {r.site_id for r in refused} <= {
+        "HAM_rosendahl",
+        "HAM_vidir_modern",
+        "HAM_vidir_molemax",
+        "HAM_vienna_dias",
+    }
+    assert all(r.site_id for r in refused)
 
 
 def test_a_leaking_generator_is_quarantined_and_the_round_goes_on(

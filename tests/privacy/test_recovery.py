@@ -107,9 +107,7 @@ def test_encoder_training_leaves_the_generator_untouched():
 
 
 def test_encoder_reads_a_flat_latent_for_the_conditional_gan():
-    g = ConditionalResNetGenerator(
-        num_classes=3, image_size=16, z_dim=12, ngf=4
-    )
+    g = ConditionalResNetGenerator(num_classes=3, image_size=16, z_dim=12, ngf=4)
 
     encoder = recovery.train_recovery_encoder(
         g, nn.Identity(), [0, 2], steps=2, batch_size=4, lr=1e-3, seed=0

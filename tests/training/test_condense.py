@@ -235,8 +235,13 @@ def test_cgan_with_label_head_ships_ema_and_resumes_inside_labels(
     # Stage "labels" trains the head only; the images are phase I's EMA weights.
     assert all((shipped.tensors[k] == phase1[k]).all() for k in image)
     assert any((shipped.tensors[k] != phase1[k]).any() for k in head)
-    parts = shipped.build_generator().eval().forward_parts(
-        shipped.build_generator().sample_noise(3), __import__("torch").tensor([0, 1, 2])
+    parts = (
+        shipped.build_generator()
+        .eval()
+        .forward_parts(
+            shipped.build_generator().sample_noise(3),
+            __import__("torch").tensor([0, 1, 2]),
+        )
     )
     assert parts["label_logits"].shape == (3, len(shipped.manifest.class_names))
     # phase I 4 steps + teacher 4 → step 9 is inside the labels stage
