@@ -252,6 +252,7 @@ def site_contributions(
                     ("ci_low", "-low"),
                     ("ci_high", "-high"),
                 )
+                if entry[kind][field] is not None  # NaN: nothing to measure
             },
         )
     store.log(
