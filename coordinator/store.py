@@ -71,7 +71,7 @@ class RunStore:
         self.root = Path(root)
         self.run_id = run_id
         self.dir = self.root / run_id
-        for sub in ("packages", "condensed", "models", "audits", "logs"):
+        for sub in ("packages", "condensed", "models", "logs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "runs.sqlite"
         with self._db() as db:

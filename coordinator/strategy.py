@@ -2,8 +2,8 @@
 
 It subclasses Flower's FedAvg to reuse its message construction, error-reply
 separation and weighted aggregation of evaluation metrics; only the train step
-is MedSynth's own. ``aggregate_train`` verifies every package (schema, Ed25519
-signature against the registered site keys, shapes, hash, size) and keeps the
+is MedSynth's own: ``aggregate_train_outcome`` verifies every package (schema,
+Ed25519 signature against the registered site keys, shapes, hash, size) and keeps the
 accepted and rejected ones, with reasons, for the round function to persist.
 """
 
@@ -19,7 +19,6 @@ from flwr.app import (
     ConfigRecord,
     Message,
     MessageType,
-    MetricRecord,
     RecordDict,
 )
 from flwr.serverapp import Grid
@@ -152,15 +151,6 @@ class MedSynthStrategy(FedAvg):
             seen.add(site)
             outcome.accepted[node] = (pkg, metrics)
         return outcome
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Flower's hook: counts only (packages are not averaged)."""
-        outcome = self.aggregate_train_outcome(replies)
-        return None, MetricRecord(
-            {"accepted": len(outcome.accepted), "refused": len(outcome.refused)}
-        )
 
     def summary(self) -> None:
         """Log the strategy's settings."""

@@ -185,10 +185,8 @@ class ClassifierTrainConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    """Drawing a condensed set from a generator."""
+    """Drawing the coordinator's condensed sets (their size: ``federation.ipc``)."""
 
-    ipc: int = Field(50, ge=1)  # images per class
-    batch_size: int = Field(64, ge=1)
     seed: int = 0
 
 

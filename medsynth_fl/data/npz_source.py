@@ -41,9 +41,7 @@ def _validate(arrays: dict[str, np.ndarray], path: Path) -> None:
     if n and (labels.min() < 0 or labels.max() >= len(names)):
         raise DataFormatError(f"{path}: a label is outside 0..{len(names) - 1}")
     soft = arrays.get(SOFT_LABELS)
-    if soft is not None and (
-        soft.dtype != np.float32 or soft.shape != (n, len(names))
-    ):
+    if soft is not None and (soft.dtype != np.float32 or soft.shape != (n, len(names))):
         raise DataFormatError(
             f"{path}: {SOFT_LABELS!r} must be float32 {n}×{len(names)}, got "
             f"{soft.dtype} {soft.shape}"

@@ -2,7 +2,7 @@
 
 from .classifiers import build_classifier, classifier_embedding, classifier_logits
 from .critic import Critic
-from .generator import AttentionGenerator, count_parameters
+from .generator import AttentionGenerator
 from .registry import build_critic, build_generator, generator_kwargs
 from .vit import build_vit, trainable_parameters, vit_embedding, vit_logits
 
@@ -15,7 +15,6 @@ __all__ = [
     "build_vit",
     "classifier_embedding",
     "classifier_logits",
-    "count_parameters",
     "generator_kwargs",
     "trainable_parameters",
     "vit_embedding",

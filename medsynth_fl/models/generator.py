@@ -257,8 +257,3 @@ class AttentionGenerator(nn.Module):
             return self(self.sample_noise(len(labels), generator), labels)
         finally:
             self.train(was_training)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters())

@@ -83,9 +83,7 @@ def one_hot_targets(
     y: torch.Tensor, num_classes: int, smoothing: float = 0.0
 ) -> torch.Tensor:
     """Float target rows for integer labels, with optional label smoothing."""
-    return smooth_targets(
-        nn.functional.one_hot(y, num_classes).float(), smoothing
-    )
+    return smooth_targets(nn.functional.one_hot(y, num_classes).float(), smoothing)
 
 
 def smooth_targets(t: torch.Tensor, smoothing: float) -> torch.Tensor:
