@@ -23,6 +23,17 @@ def test_verbs_are_exactly_these():
     assert sorted(sub.choices) == sorted(VERBS)
 
 
+@pytest.mark.parametrize("verb", [*VERBS, "dashboard", "report"])
+def test_the_installed_command_adds_the_coordinator_verbs(verb, capsys):
+    """``medsynth-fl`` is ``coordinator.cli:main``: the core verbs plus two."""
+    from coordinator.cli import main as installed_main
+
+    with pytest.raises(SystemExit) as exc:
+        installed_main([verb, "--help"])
+    assert exc.value.code == 0
+    assert "usage: medsynth-fl " + verb in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def condensed_run(tmp_path_factory):
     """One tiny condense through the CLI, shared by the tests below."""
