@@ -280,6 +280,22 @@ def epoch_steps(
     return max(1, math.ceil(epochs * n_images / (batch_size * world_size)))
 
 
+# The sections that determine a site's generator (Config.site_digest). The
+# release gate's thresholds live in ``audit``, which the coordinator shares; the
+# site keys its cached gate decision on that section separately.
+SITE_SECTIONS = (
+    "data",
+    "generator",
+    "critic",
+    "phase1",
+    "phase2",
+    "teacher",
+    "labels",
+    "package",
+    "training",
+)
+
+
 class Config(_Section):
     """The whole resolved configuration."""
 
@@ -299,9 +315,29 @@ class Config(_Section):
     contributions: ContributionsConfig = Field(default_factory=ContributionsConfig)
 
     def digest(self) -> str:
-        """Return a short sha256 of the resolved config (provenance in manifests)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Return a short sha256 of the whole resolved config (run provenance)."""
+        return self.section_digest(*type(self).model_fields)
+
+    def section_digest(self, *sections: str) -> str:
+        """A short sha256 over the named top-level sections only."""
+        dumped = self.model_dump(mode="json")
+        blob = json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def site_digest(self) -> str:
+        """What determines a site's generator: its data, models, phases and seed.
+
+        It names the site's work folder, checkpoints and package, so a change to
+        the coordinator's settings alone (IPC, classifier, audit sizes,
+        contributions) re-uses every site's package instead of re-condensing.
+        """
+        return self.section_digest(*SITE_SECTIONS)
+
+    def coordinator_digest(self) -> str:
+        """Everything :meth:`site_digest` leaves out: the coordinator's settings."""
+        return self.section_digest(
+            *(k for k in type(self).model_fields if k not in SITE_SECTIONS)
+        )
 
     def to_yaml(self) -> str:
         """Render the resolved config as YAML (written into every run folder)."""

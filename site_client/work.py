@@ -130,7 +130,7 @@ def run_folder(site: SiteSetup, cfg: Config) -> Path:
     A new release whose generator differs (a new package format) condenses
     into a new folder instead of resuming an incompatible checkpoint.
     """
-    return site.work_dir / f"f{FORMAT_VERSION}-{cfg.digest()}"
+    return site.work_dir / f"f{FORMAT_VERSION}-{cfg.site_digest()}"
 
 
 def _cached_package(work_dir: Path, cfg: Config) -> GeneratorPackage | None:
@@ -138,7 +138,7 @@ def _cached_package(work_dir: Path, cfg: Config) -> GeneratorPackage | None:
     if not path.is_file():
         return None
     pkg = read_package(path, max_bytes=cfg.package.max_bytes)
-    if pkg.manifest.training.config_digest != cfg.digest():
+    if pkg.manifest.training.config_digest != cfg.site_digest():
         log.info("existing package was made with another config: condensing again")
         return None
     return pkg
@@ -211,8 +211,9 @@ def self_audit(
     in the site's work folder; only aggregate metrics may leave.
     """
     work = run_folder(site, cfg)
-    cached = work / "release_decision.json"
-    if cached.is_file():  # the same package was audited already
+    # the gate's thresholds are in the audit section, outside the site digest
+    cached = work / f"release_decision-{cfg.section_digest('audit')}.json"
+    if cached.is_file():  # the same package was audited under the same gate
         return ReleaseDecision(**json.loads(cached.read_text()))
     _, test = load_train_test(cfg.data)
     models = build_package_attacks(

@@ -165,7 +165,7 @@ class Condenser:
             "teacher": self.teacher.state_dict(),
             "ema": None if self.gan.ema is None else self.gan.ema.state_dict(),
             "labels": self.labels.state_dict(),
-            "config_digest": self.cfg.digest(),
+            "config_digest": self.cfg.site_digest(),
             "format_version": FORMAT_VERSION,
         }
 
@@ -178,7 +178,7 @@ class Condenser:
 
     def load_state_dict(self, state: dict) -> tuple[str, int]:
         """Restore a checkpoint; return the (stage, step) to continue from."""
-        if state["config_digest"] != self.cfg.digest():
+        if state["config_digest"] != self.cfg.site_digest():
             raise ValueError(
                 "checkpoint was written with a different config; refusing to resume"
             )
@@ -323,7 +323,7 @@ class Condenser:
             teacher_steps=self.steps["teacher"] if stage == "phase2" else 0,
             n_images=len(self.train),
             seconds={k: round(v, 2) for k, v in self.seconds.items()},
-            config_digest=cfg.digest(),
+            config_digest=cfg.site_digest(),
         )
         pkg = create_package(
             self.shipped_generator,
