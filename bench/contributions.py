@@ -223,6 +223,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(REPO / "runs" / "bench" / "federated"))
     parser.add_argument("--run-id", default="medsynth")
+    parser.add_argument(
+        "--preset", help="the run's resolved config (default: <work>/preset.yaml)"
+    )
+    parser.add_argument(
+        "--store-run",
+        help="the run folder (default: <work>/sim/coordinator/store/<run-id>)",
+    )
+    parser.add_argument(
+        "--test-set", help="the coordinator's test set (default: <work>/sim/...)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n-bootstrap", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
@@ -241,9 +251,13 @@ def main() -> int:
 
     t0 = time.monotonic()
     work = Path(args.work).resolve()
-    preset = work / "preset.yaml"
-    store_run = work / "sim" / "coordinator" / "store" / args.run_id
-    test_path = work / "sim" / "coordinator" / "test.npz"
+    preset = Path(args.preset or work / "preset.yaml").resolve()
+    store_run = Path(
+        args.store_run or work / "sim" / "coordinator" / "store" / args.run_id
+    ).resolve()
+    test_path = Path(
+        args.test_set or work / "sim" / "coordinator" / "test.npz"
+    ).resolve()
     for needed in (preset, store_run / "summary.json", test_path):
         if not needed.is_file():
             raise SystemExit(f"{needed} is missing: run bench/federated.py first")
@@ -266,7 +280,7 @@ def main() -> int:
         for r in range(1, len(sites) + 1)
         for c in itertools.combinations(sites, r)
     ]
-    full_dir = work / "contributions" / "full"
+    full_dir = store_run / "bench_contributions" / "full"  # resumable per coalition
     jobs = [
         (
             c,
