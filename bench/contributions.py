@@ -115,12 +115,8 @@ def probe_contributions(cfg, store_run, test, seed: int, n_bootstrap: int) -> di
     import torch
     from safetensors.torch import load_file
 
-    from coordinator.contributions import (
-        CoalitionPredictions,
-        compute_contributions,
-        linear_probe_trainer,
-    )
-    from coordinator.pipeline import embed_images
+    from coordinator.contributions import CoalitionPredictions, compute_contributions
+    from coordinator.pipeline import probe_trainer
     from medsynth_fl.models.classifiers import build_classifier
     from medsynth_fl.sampling import sample_condensed_set
 
@@ -133,16 +129,7 @@ def probe_contributions(cfg, store_run, test, seed: int, n_bootstrap: int) -> di
         s: sample_condensed_set(g, names, present, cfg.federation.ipc, seed=seed)
         for s, (g, present) in sites.items()
     }
-    train = linear_probe_trainer(
-        {s: embed_images(model, c) for s, c in condensed.items()},
-        {
-            s: c.soft_labels if c.soft_labels is not None else c.labels
-            for s, c in condensed.items()
-        },
-        embed_images(model, test),
-        len(names),
-        max_iter=cfg.contributions.probe_max_iter,
-    )
+    train = probe_trainer(model, condensed, test, cfg.contributions.probe_max_iter)
     preds = CoalitionPredictions(tuple(sites), len(test), len(names), train)
     result = compute_contributions(
         preds, test.labels, names, n_bootstrap=n_bootstrap, seed=seed

@@ -175,6 +175,26 @@ def embed_images(
     ).numpy()
 
 
+def probe_trainer(
+    model: nn.Module, condensed: dict[str, ImageSet], test: ImageSet, max_iter: int
+):
+    """The contributions' value function over ``condensed`` sets, scored on ``test``.
+
+    A logistic probe on ``model``'s frozen features, fitted on a coalition's
+    condensed sets with their soft labels where the generators have them.
+    """
+    return linear_probe_trainer(
+        {s: embed_images(model, c) for s, c in condensed.items()},
+        {
+            s: c.labels if c.soft_labels is None else c.soft_labels
+            for s, c in condensed.items()
+        },
+        embed_images(model, test),
+        len(test.class_names),
+        max_iter=max_iter,
+    )
+
+
 def site_contributions(
     store: RunStore,
     model: nn.Module,
@@ -211,18 +231,7 @@ def site_contributions(
     settings = cfg.contributions
     test = load_npz(test_path, classes=list(cfg.data.classes), empty_class="skip")
     n_classes = len(test.class_names)
-    train = linear_probe_trainer(
-        {s: embed_images(model, condensed[s]) for s in sites},
-        {
-            s: condensed[s].labels
-            if condensed[s].soft_labels is None
-            else condensed[s].soft_labels
-            for s in sites
-        },
-        embed_images(model, test),
-        n_classes,
-        max_iter=settings.probe_max_iter,
-    )
+    train = probe_trainer(model, condensed, test, settings.probe_max_iter)
     result = compute_contributions(
         CoalitionPredictions(tuple(sites), len(test), n_classes, train),
         test.labels,
