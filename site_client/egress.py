@@ -15,6 +15,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 from medsynth_fl.package import GeneratorPackage
 from medsynth_fl.package.io import expected_tensors, weights_sha256
+from medsynth_fl.privacy.report import ROC_METRIC_SUFFIXES
 
 PACKAGE_CONFIG_KEYS = frozenset({"manifest", "signature", "site-id"})
 REFUSAL_CONFIG_KEYS = frozenset({"site-id", "reasons"})
@@ -40,6 +41,9 @@ AUDIT_METRIC_SUFFIXES = (
     "/embed",
     "_ci95_low",  # bounds of the bootstrap intervals of AUC and TPR
     "_ci95_high",
+    "/members",  # audit sizes: how many scores each side had
+    "/nonmembers",
+    *ROC_METRIC_SUFFIXES,  # the ROC as best TPR at a few FPRs (aggregate)
 )
 MAX_REASON_CHARS = 2000
 

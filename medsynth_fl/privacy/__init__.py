@@ -30,7 +30,9 @@ from .report import (
     format_with_interval,
     leaking_attacks,
     plot_roc,
+    plot_roc_curves,
     report_to_dict,
+    roc_curves_from_metrics,
     write_report_json,
 )
 
@@ -57,9 +59,11 @@ __all__ = [
     "p1d",
     "permutation_chance",
     "plot_roc",
+    "plot_roc_curves",
     "reject_memorized",
     "release_gate",
     "report_to_dict",
+    "roc_curves_from_metrics",
     "run_audit",
     "score_candidates",
     "select_candidates",

@@ -179,6 +179,38 @@ def rank_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> np.
 RANK_METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr")  # rank_metrics' order
 
 
+def null_roc_band(
+    n_members: int,
+    n_nonmembers: int,
+    fprs: np.ndarray,
+    n_sim: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where an attack that knows nothing lands: the chance band of an ROC curve.
+
+    Members and non-members get exchangeable scores (the null hypothesis); for
+    each simulated audit of this size, the best TPR at FPR ≤ each of ``fprs``
+    is read as :func:`rank_metrics` reads it. Returns the ``level`` percentile
+    band (low, high) per FPR. With a few hundred non-members the band at 1 %
+    FPR is wide: a curve inside it shows no leak at that sample size.
+    """
+    fprs = np.asarray(fprs, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    allowed = np.floor(fprs * n_nonmembers + 1e-9).astype(int)
+    tprs = np.empty((n_sim, len(fprs)))
+    for i in range(n_sim):
+        members = rng.random(n_members)
+        nonmembers = np.sort(rng.random(n_nonmembers))
+        cut = nonmembers[np.clip(n_nonmembers - 1 - allowed, 0, None)]
+        tprs[i] = np.where(
+            allowed >= n_nonmembers, 1.0, (members[None, :] > cut[:, None]).mean(1)
+        )
+    q = ((1 - level) / 2, (1 + level) / 2)
+    low, high = np.quantile(tprs, q, axis=0)
+    return low, high
+
+
 @dataclass(frozen=True)
 class ChanceLevel:
     """One metric's largest value over every attack, against chance.

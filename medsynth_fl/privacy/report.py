@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .audit import AuditReport, GateDecision, auc_leaks, tpr_leaks
-from .metrics import AttackResult, ChanceLevel
+from .metrics import AttackResult, ChanceLevel, null_roc_band, tpr_at_fpr
 
 SUMMARY_FIELDS = {
     "acc": "acc",
@@ -26,6 +27,11 @@ SUMMARY_FIELDS = {
     "tpr_at_1pct_fpr": "tpr@1fpr",
     "tpr_at_0_1pct_fpr": "tpr@0.1fpr",
 }
+# The ROC curve travels as the best TPR at these FPRs (log-spaced: the low-FPR
+# regime is where membership inference matters), enough to draw it log-log.
+ROC_FPR_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+ROC_METRIC_SUFFIXES = tuple(f"/roc/tpr@{f:g}" for f in ROC_FPR_GRID)
+SIZE_FIELDS = {"n_members": "members", "n_nonmembers": "nonmembers"}
 # The 95 % bootstrap interval of each summary metric that has one.
 INTERVAL_FIELDS = {
     "auc_ci": "auc",
@@ -146,6 +152,10 @@ def audit_metrics(report: AuditReport) -> dict[str, float]:
                 short = SUMMARY_FIELDS[metric]
                 metrics[f"audit/{name}/{short}_ci95_low"] = _plain(interval[0])
                 metrics[f"audit/{name}/{short}_ci95_high"] = _plain(interval[1])
+        for field_name, short in SIZE_FIELDS.items():
+            metrics[f"audit/{name}/{short}"] = float(getattr(r, field_name))
+        for fpr, suffix in zip(ROC_FPR_GRID, ROC_METRIC_SUFFIXES, strict=True):
+            metrics[f"audit/{name}{suffix}"] = tpr_at_fpr(r.fpr, r.tpr, fpr)
     for name, value in report.p1d.items():
         metrics[f"audit/{name}/p1d"] = _plain(value)
     for space, rate in report.memorization.items():
@@ -153,11 +163,14 @@ def audit_metrics(report: AuditReport) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if v is not None}
 
 
-def format_with_interval(value: float, interval: tuple[float, float] | None) -> str:
+def format_with_interval(
+    value: float, interval: tuple[float, float] | None, digits: int = 3
+) -> str:
     """``0.523 [0.480, 0.566]``, or the value alone when no interval was computed."""
     if interval is None:
-        return f"{value:.3f}"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+        return f"{value:.{digits}f}"
+    low, high = interval
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _flat_interval(metrics: dict[str, float], key: str) -> tuple[float, float] | None:
@@ -190,6 +203,41 @@ def attack_aucs(
         name = key.removeprefix("audit/").removesuffix("/auc")
         aucs[name] = (auc, _flat_interval(metrics, key))
     return aucs
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """One attack's ROC points and audit size, for :func:`plot_roc_curves`."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+    tpr_at_1pct_fpr: float
+    n_members: int
+    n_nonmembers: int
+
+
+def roc_curves_from_metrics(metrics: dict[str, float]) -> dict[str, RocCurve]:
+    """Each attack's ROC on :data:`ROC_FPR_GRID`, read back from :func:`audit_metrics`.
+
+    Attacks whose site sent no ROC points (an older site) are left out.
+    """
+    curves = {}
+    for name, (auc, _) in attack_aucs(metrics).items():
+        prefix = f"audit/{name}"
+        points = [metrics.get(prefix + suffix) for suffix in ROC_METRIC_SUFFIXES]
+        sizes = [metrics.get(f"{prefix}/{short}") for short in SIZE_FIELDS.values()]
+        if None in points or None in sizes:
+            continue
+        curves[name] = RocCurve(
+            fpr=np.array(ROC_FPR_GRID),
+            tpr=np.array(points),
+            auc=auc,
+            tpr_at_1pct_fpr=metrics.get(f"{prefix}/tpr@1fpr", float("nan")),
+            n_members=int(sizes[0]),
+            n_nonmembers=int(sizes[1]),
+        )
+    return curves
 
 
 def leaking_attacks(
@@ -242,11 +290,31 @@ def write_report_json(
 def plot_roc(
     results: dict[str, AttackResult], path: str | Path, title: str | None = None
 ) -> Path:
-    """Plot every attack's ROC on log-log axes with the chance diagonal, as PNG.
+    """Plot every attack's full ROC (:func:`plot_roc_curves`) from an audit report."""
+    return plot_roc_curves(
+        {
+            name: RocCurve(
+                r.fpr, r.tpr, r.auc, r.tpr_at_1pct_fpr, r.n_members, r.n_nonmembers
+            )
+            for name, r in results.items()
+        },
+        path,
+        title,
+    )
+
+
+def plot_roc_curves(
+    curves: dict[str, RocCurve], path: str | Path, title: str | None = None
+) -> Path:
+    """Plot attack ROCs on log-log axes with the chance diagonal and band, as PNG.
+
+    The grey band is where an attack that knows nothing lands 95 % of the time
+    at this audit's size (:func:`~medsynth_fl.privacy.metrics.null_roc_band`),
+    as ML Privacy Meter shows chance; a curve inside it shows no leak.
 
     Parameters
     ----------
-    results : attack results by name (``AuditReport.results``).
+    curves : attack name → its ROC points and audit size.
     path : the output ``.png``; parent folders are created.
     title : figure title.
 
@@ -255,19 +323,31 @@ def plot_roc(
     Path
         The written file.
     """
-    if not results:
+    if not curves:
         raise ValueError("nothing to plot")
-    n_max = max(r.n_nonmembers for r in results.values())
+    n_max = max(c.n_nonmembers for c in curves.values())
     low = min(1e-3, 0.5 / n_max)  # below the smallest non-zero FPR
     fig = Figure(figsize=(5, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for name, r in sorted(results.items()):
+    smallest = min(curves.values(), key=lambda c: c.n_members + c.n_nonmembers)
+    band_fpr = np.geomspace(max(low, 1.0 / smallest.n_nonmembers), 1.0, 30)
+    band_low, band_high = null_roc_band(
+        smallest.n_members, smallest.n_nonmembers, band_fpr, n_sim=500
+    )
+    ax.fill_between(
+        band_fpr,
+        np.clip(band_low, low, 1),
+        np.clip(band_high, low, 1),
+        color="0.85",
+        label=f"chance, 95 % ({smallest.n_members} vs {smallest.n_nonmembers})",
+    )
+    for name, c in sorted(curves.items()):
         # Log axes cannot show 0: clip to the lower limit so curves start there.
         ax.plot(
-            np.clip(r.fpr, low, 1),
-            np.clip(r.tpr, low, 1),
-            label=f"{name} (AUC {r.auc:.3f}, TPR@1% {r.tpr_at_1pct_fpr:.3f})",
+            np.clip(c.fpr, low, 1),
+            np.clip(c.tpr, low, 1),
+            label=f"{name} (AUC {c.auc:.3f}, TPR@1% {c.tpr_at_1pct_fpr:.3f})",
         )
     ax.plot([low, 1], [low, 1], "k--", linewidth=0.8, label="chance")
     ax.set(xscale="log", yscale="log", xlim=(low, 1), ylim=(low, 1))

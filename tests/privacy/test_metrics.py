@@ -9,6 +9,7 @@ from medsynth_fl.privacy.metrics import (
     balanced_subsample,
     evaluate_attack,
     masked_rank_metrics,
+    null_roc_band,
     p1d,
     permutation_chance,
     rank_metrics,
@@ -226,3 +227,20 @@ def test_masked_rank_metrics_equal_rank_metrics_per_split_ties_included():
         row[rng.permutation(len(scores))[:120]] = True
     expected = np.stack([rank_metrics(scores[m], scores[~m]) for m in members])
     np.testing.assert_allclose(masked_rank_metrics(scores, members), expected)
+
+
+def test_the_null_roc_band_holds_chance_and_narrows_with_more_scores():
+    fprs = np.array([0.01, 0.1, 0.5])
+    low, high = null_roc_band(229, 229, fprs, n_sim=400)
+    assert np.all(low <= fprs) and np.all(fprs <= high)
+    # the same band in the rank-metrics reading of real attacks without signal
+    rng = np.random.default_rng(1)
+    inside = [
+        low[0] <= rank_metrics(rng.random(229), rng.random(229))[1] <= high[0]
+        for _ in range(200)
+    ]
+    assert 0.9 <= np.mean(inside) <= 1.0
+    wide, _ = null_roc_band(50, 50, fprs, n_sim=400)
+    big_low, big_high = null_roc_band(5000, 5000, fprs, n_sim=100)
+    assert np.all(big_high - big_low < high - low)
+    assert wide[1] <= low[1]  # fewer scores: a lower floor

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 
 from medsynth_fl.privacy.audit import AuditReport, GateDecision
-from medsynth_fl.privacy.metrics import evaluate_attack
+from medsynth_fl.privacy.metrics import evaluate_attack, tpr_at_fpr
 from medsynth_fl.privacy.report import (
+    ROC_FPR_GRID,
     audit_metrics,
     plot_roc,
+    plot_roc_curves,
     report_to_dict,
+    roc_curves_from_metrics,
     write_report_json,
 )
 
@@ -97,3 +100,21 @@ def test_roc_plot_is_written_as_png(report, tmp_path):
 def test_roc_plot_needs_results(tmp_path):
     with pytest.raises(ValueError):
         plot_roc({}, tmp_path / "roc.png")
+
+
+def test_the_roc_travels_as_a_few_points_and_draws_back(report, tmp_path):
+    metrics = audit_metrics(report)
+    curves = roc_curves_from_metrics(metrics)
+    assert set(curves) == {"logan_wb", "nn_pixel"}
+    wb, result = curves["logan_wb"], report.results["logan_wb"]
+    assert (wb.n_members, wb.n_nonmembers) == (50, 60)
+    assert list(wb.fpr) == list(ROC_FPR_GRID)
+    assert wb.tpr[3] == metrics["audit/logan_wb/tpr@1fpr"]  # the grid holds 1 %
+    for fpr, tpr in zip(wb.fpr, wb.tpr, strict=True):
+        assert tpr == tpr_at_fpr(result.fpr, result.tpr, fpr)
+    assert wb.tpr[-1] == 1.0 and np.all(np.diff(wb.tpr) >= 0)
+    # a site that sent no ROC points (older release) draws nothing, no error
+    bare = {k: v for k, v in metrics.items() if "/roc/" not in k}
+    assert roc_curves_from_metrics(bare) == {}
+    path = plot_roc_curves(curves, tmp_path / "roc.png")
+    assert path.stat().st_size > 5000
