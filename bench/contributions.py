@@ -116,7 +116,7 @@ def probe_contributions(cfg, store_run, test, seed: int, n_bootstrap: int) -> di
     from safetensors.torch import load_file
 
     from coordinator.contributions import CoalitionPredictions, compute_contributions
-    from coordinator.pipeline import probe_trainer
+    from coordinator.pipeline import probe_trainer, site_features
     from medsynth_fl.models.classifiers import build_classifier
     from medsynth_fl.sampling import sample_condensed_set
 
@@ -129,7 +129,10 @@ def probe_contributions(cfg, store_run, test, seed: int, n_bootstrap: int) -> di
         s: sample_condensed_set(g, names, present, cfg.federation.ipc, seed=seed)
         for s, (g, present) in sites.items()
     }
-    train = probe_trainer(model, condensed, test, cfg.contributions.probe_max_iter)
+    features, test_features = site_features(model, condensed, test)
+    train = probe_trainer(
+        features, test_features, condensed, len(names), cfg.contributions.probe_max_iter
+    )
     preds = CoalitionPredictions(tuple(sites), len(test), len(names), train)
     result = compute_contributions(
         preds, test.labels, names, n_bootstrap=n_bootstrap, seed=seed
@@ -232,7 +235,7 @@ def main() -> int:
     )
     from scipy.stats import spearmanr
 
-    from coordinator.contribution_plots import contribution_bars
+    from coordinator.plots import contribution_bars
     from coordinator.contributions import CoalitionPredictions, compute_contributions
     from medsynth_fl.data import load_npz
 

@@ -1,8 +1,12 @@
 """Serve a run's dashboard from its run store, live while the run goes on.
 
-The standard library's threading HTTP server is enough: one page, rendered
-from the store on each request (so a reload shows new events), bound to
-localhost by default, with every asset inlined (no CDN, no other route).
+The standard library's threading HTTP server is enough: two routes, each
+rendered from the store on every request (so a reload shows new events),
+bound to localhost by default, with every asset inlined (no CDN, no file
+served from disk):
+
+- ``/``: the overview (sites, contributions, shared model, history);
+- ``/site/<site id>``: one site's samples, audit and contribution.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
 
-from .dashboard import dashboard_html
+from .dashboard import overview_html, site_html
 from .store import RunStore
 
 log = logging.getLogger(__name__)
@@ -24,10 +29,17 @@ def make_server(
 
     class DashboardHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            if self.path.split("?")[0] not in ("/", "/index.html"):
-                self.send_error(HTTPStatus.NOT_FOUND, "the dashboard is at /")
+            path = urlsplit(self.path).path
+            if path in ("/", "/index.html"):
+                page: str | None = overview_html(store, live=True)
+            elif path.startswith("/site/") and path.count("/") == 2:
+                page = site_html(store, unquote(path.removeprefix("/site/")), live=True)
+            else:
+                page = None
+            if page is None:
+                self.send_error(HTTPStatus.NOT_FOUND, "no such page: see /")
                 return
-            body = dashboard_html(store, live=True).encode()
+            body = page.encode()
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

@@ -8,7 +8,6 @@ centrally, and value each site's contribution.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +20,12 @@ from torch import nn
 from medsynth_fl.config import Config
 from medsynth_fl.data import load_npz
 from medsynth_fl.data.imageset import ImageSet
-from medsynth_fl.evaluation import ClassificationMetrics, evaluate_classifier
+from medsynth_fl.evaluation import (
+    ClassificationMetrics,
+    classification_metrics,
+    per_class_report,
+    predict_proba,
+)
 from medsynth_fl.models.classifiers import build_classifier, classifier_embedding
 from medsynth_fl.package import GeneratorPackage
 from medsynth_fl.sampling import sample_condensed_set, save_class_grids
@@ -39,7 +43,8 @@ from .contributions import (
     compute_contributions,
     linear_probe_trainer,
 )
-from .store import RunStore
+from .sample_quality import sample_quality
+from .store import CONTRIBUTIONS, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +159,23 @@ def train_shared_vit(
 
 def evaluate_central(
     model: nn.Module, test_path: Path | None, class_names: list[str]
-) -> ClassificationMetrics | None:
-    """Evaluate on the coordinator's own held-out real test set, when it has one."""
+) -> tuple[ClassificationMetrics, dict] | None:
+    """Evaluate on the coordinator's own held-out real test set, when it has one.
+
+    Returns the summary metrics and the per-class report with the confusion
+    matrix (:func:`~medsynth_fl.evaluation.per_class_report`).
+    """
     if test_path is None:
         return None
     # A held-out set may lack a rare class; AUC and balanced accuracy skip it.
     test = load_npz(test_path, classes=class_names, empty_class="skip")
-    return evaluate_classifier(model, test)
+    if len(test) == 0:
+        raise ValueError(f"the coordinator's test set {test_path} is empty")
+    proba = predict_proba(model, test)
+    return (
+        classification_metrics(test.labels, proba),
+        per_class_report(test.labels, proba, test.class_names),
+    )
 
 
 @torch.no_grad()
@@ -175,22 +190,41 @@ def embed_images(
     ).numpy()
 
 
-def probe_trainer(
-    model: nn.Module, condensed: dict[str, ImageSet], test: ImageSet, max_iter: int
-):
-    """The contributions' value function over ``condensed`` sets, scored on ``test``.
+def site_features(
+    model: nn.Module, condensed: dict[str, ImageSet], test: ImageSet
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``model``'s frozen features of each site's condensed set and of ``test``.
 
-    A logistic probe on ``model``'s frozen features, fitted on a coalition's
-    condensed sets with their soft labels where the generators have them.
+    The one feature space in which the contributions' probe is fitted and every
+    site's sample quality is measured, so sites are compared on equal terms.
+    """
+    return (
+        {s: embed_images(model, c) for s, c in condensed.items()},
+        embed_images(model, test),
+    )
+
+
+def probe_trainer(
+    features: dict[str, np.ndarray],
+    test_features: np.ndarray,
+    condensed: dict[str, ImageSet],
+    n_classes: int,
+    max_iter: int,
+):
+    """The contributions' value function over ``condensed``, scored on the test set.
+
+    A logistic probe on the shared model's frozen features (:func:`site_features`),
+    fitted on a coalition's condensed sets with their soft labels where the
+    generators have them.
     """
     return linear_probe_trainer(
-        {s: embed_images(model, c) for s, c in condensed.items()},
+        features,
         {
             s: c.labels if c.soft_labels is None else c.soft_labels
             for s, c in condensed.items()
         },
-        embed_images(model, test),
-        len(test.class_names),
+        test_features,
+        n_classes,
         max_iter=max_iter,
     )
 
@@ -223,15 +257,20 @@ def site_contributions(
         if weights.is_file()
         else ""
     )
-    path = store.dir / "contributions.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("sites") == sites and cached.get("model_sha256") == model_hash:
-            return cached
+    cached = store.read_json(CONTRIBUTIONS) or {}
+    if (
+        cached.get("sites") == sites
+        and cached.get("model_sha256") == model_hash
+        and "sample_quality" in cached  # absent: written before sample quality
+    ):
+        return cached
     settings = cfg.contributions
     test = load_npz(test_path, classes=list(cfg.data.classes), empty_class="skip")
     n_classes = len(test.class_names)
-    train = probe_trainer(model, condensed, test, settings.probe_max_iter)
+    features, test_features = site_features(model, condensed, test)
+    train = probe_trainer(
+        features, test_features, condensed, n_classes, settings.probe_max_iter
+    )
     result = compute_contributions(
         CoalitionPredictions(tuple(sites), len(test), n_classes, train),
         test.labels,
@@ -248,8 +287,17 @@ def site_contributions(
         "features, condensed IPC sets, held-out test set",
         "n_test": len(test),
         **result.as_record(),
+        "sample_quality": {
+            site: sample_quality(
+                test_features,
+                features[site],
+                n_bootstrap=settings.n_bootstrap,
+                seed=cfg.training.seed,
+            )
+            for site in sites
+        },
     }
-    path.write_text(json.dumps(out, indent=2))
+    store.write_json(CONTRIBUTIONS, out)
     for site, entry in out["auc"]["sites"].items():
         store.put_metrics(
             f"contribution:{site}",

@@ -1,4 +1,8 @@
-"""Plots of the site contributions for the dashboard (matplotlib, PNG)."""
+"""The dashboard's plots: contributions, per-class Shapley, confusion (matplotlib, PNG).
+
+Audit ROC curves are drawn by :func:`medsynth_fl.privacy.plot_roc_curves`,
+which the site's own audit report uses too.
+"""
 
 from __future__ import annotations
 
@@ -88,5 +92,42 @@ def class_heatmap(contributions: dict, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def confusion_plot(report: dict, out: Path) -> Path:
+    """The shared model's confusion matrix: counts, coloured by row share (recall)."""
+    names = report["class_names"]
+    counts = np.array(report["confusion"], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(0.6 * len(names) + 2.6, 0.6 * len(names) + 1.6))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(
+        range(len(names)),
+        [f"{n} ({int(t)})" for n, t in zip(names, totals[:, 0], strict=True)],
+    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true class (test images)")
+    ax.set_title(
+        "Shared model on the held-out test set (colour: row share)", fontsize=9
+    )
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

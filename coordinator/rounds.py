@@ -31,7 +31,7 @@ from .pipeline import (
     site_contributions,
     train_shared_vit,
 )
-from .store import RunStore, SiteRecord
+from .store import CENTRAL_REPORT, RunStore, SiteRecord
 from .strategy import MedSynthStrategy
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,9 @@ def run_medsynth(
     if store.stage_done("central_eval") is None:
         central = evaluate_central(model, settings.test_set, list(cfg.data.classes))
         if central is not None:
-            store.put_metrics("central", central.as_record())
+            metrics, per_class = central
+            store.put_metrics("central", metrics.as_record())
+            store.write_json(CENTRAL_REPORT, per_class)
         store.finish_stage("central_eval")
     site_contributions(store, model, condensed, settings.test_set, cfg)
     federated_evaluate(grid, strategy, store, model, cfg, settings.timeout_s)

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+# JSON documents of a run, in its folder (read by the dashboard)
+CONTRIBUTIONS = "contributions.json"  # site contributions and sample quality
+CENTRAL_REPORT = "central_eval.json"  # shared model: per-class metrics, confusion
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -227,6 +232,20 @@ class RunStore:
             for s, name, value in db.execute(query, args):
                 out.setdefault(s, {})[name] = value
         return out
+
+    # -- JSON documents ---------------------------------------------------------
+    def write_json(self, name: str, data: dict) -> Path:
+        """Write ``<run>/<name>`` atomically (a served dashboard never reads half)."""
+        path = self.dir / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+        tmp.replace(path)
+        return path
+
+    def read_json(self, name: str) -> dict | None:
+        """``<run>/<name>`` as a dict, or None when it has not been written."""
+        path = self.dir / name
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def log(self, level: str, message: str) -> None:
         """Append an event to the run's log."""

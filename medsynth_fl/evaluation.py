@@ -6,7 +6,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 from torch import nn
 
 from .data.imageset import ImageSet
@@ -76,6 +82,38 @@ def classification_metrics(
         bal_acc=float(balanced_accuracy_score(y_true, pred)),
         n=int(len(y_true)),
     )
+
+
+def per_class_report(
+    y_true: np.ndarray, proba: np.ndarray, class_names: list[str]
+) -> dict:
+    """Per-class AUC, recall, precision and support, and the confusion matrix.
+
+    JSON-ready: ``{"class_names", "per_class": {name: {auc, recall, precision,
+    support}}, "confusion": rows = true class, columns = predicted}``. A class
+    without test positives has AUC, recall and precision ``None`` (undefined),
+    not 0.
+    """
+    labels = np.arange(len(class_names))
+    pred = proba.argmax(axis=1)
+    precision, recall, _, support = precision_recall_fscore_support(
+        y_true, pred, labels=labels, zero_division=np.nan
+    )
+    per_class = {}
+    for k, name in enumerate(class_names):
+        positives = y_true == k
+        defined = 0 < positives.sum() < len(y_true)
+        per_class[name] = {
+            "auc": float(roc_auc_score(positives, proba[:, k])) if defined else None,
+            "recall": float(recall[k]) if support[k] else None,
+            "precision": None if np.isnan(precision[k]) else float(precision[k]),
+            "support": int(support[k]),
+        }
+    return {
+        "class_names": list(class_names),
+        "per_class": per_class,
+        "confusion": confusion_matrix(y_true, pred, labels=labels).tolist(),
+    }
 
 
 def evaluate_classifier(model: nn.Module, test: ImageSet) -> ClassificationMetrics:

@@ -137,6 +137,9 @@ def test_contributions_are_stored_reused_and_recomputed_when_the_sites_change(
     auc = stored["auc"]
     total = sum(auc["sites"][s]["shapley"]["mean"] for s in ("a", "b"))
     assert total == pytest.approx(auc["v_all"] - auc["v_empty"], abs=1e-9)
+    quality = stored["sample_quality"]
+    assert set(quality) == {"a", "b"} and quality["a"]["n_fake"] == len(condensed["a"])
+    assert all(0 <= q["recall"]["mean"] <= 1 for q in quality.values())
     assert set(store.metrics("contribution:a")["contribution:a"]) >= {
         "shapley",
         "shapley-low",

@@ -48,6 +48,12 @@ def test_round_collects_verifies_samples_trains_and_evaluates(run_config):
     page = (store.dir / "dashboard.html").read_text()
     assert "HAM_vidir_molemax" in page and "data:image/png;base64," in page
     assert "alt='contribution bars'" in page and "Shapley (AUC)" in page
+    # per-site sections: the federated audit's ROC, drawn from the points sent
+    assert page.count(" audit ROC'") == 4 and "alt='confusion matrix'" in page
+    per_class = json.loads((store.dir / "central_eval.json").read_text())
+    assert sum(c["support"] for c in per_class["per_class"].values()) == sum(
+        map(sum, per_class["confusion"])
+    )
     # each accepted site's worst federated-audit AUC, with its 95 % interval
     assert len(re.findall(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(\w+\)", page)) == 4
     assert all(s["bytes_received"] > 0 for s in accepted)
