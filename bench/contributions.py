@@ -83,6 +83,28 @@ def planted_generator(inner, num_classes: int, fraction: float, seed: int):
     return HalfWrongLabels().eval()
 
 
+def site_class_counts(
+    sites_dir: Path, sites: list[str], names: list[str]
+) -> dict[str, dict[str, int]]:
+    """Training images per class at each site, from the simulation's site folders.
+
+    The coordinator never sees these (only classes present and a total); the
+    benchmark reads them to relate each site's per-class value to its class mix.
+    Sites without a local data file are left out.
+    """
+    counts = {}
+    for site in sites:
+        path = sites_dir / site / "data.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                labels, stored = data["labels"], [str(c) for c in data["class_names"]]
+            per = np.bincount(labels, minlength=len(stored))
+            counts[site] = {
+                c: int(per[stored.index(c)]) if c in stored else 0 for c in names
+            }
+    return counts
+
+
 def load_sites(cfg: Config, store_run: Path) -> tuple[dict, dict, str]:
     """Site → (generator, classes present) for the accepted sites plus the planted one.
 
@@ -235,8 +257,8 @@ def main() -> int:
     )
     from scipy.stats import spearmanr
 
-    from coordinator.plots import contribution_bars
     from coordinator.contributions import CoalitionPredictions, compute_contributions
+    from coordinator.plots import contribution_bars
     from medsynth_fl.data import load_npz
 
     t0 = time.monotonic()
@@ -323,6 +345,14 @@ def main() -> int:
     )
     real = [s for s in sites if s != PLANTED]
     shapley_means = {s: record_sites[s]["shapley"]["mean"] for s in sites}
+    class_counts = site_class_counts(work / "sim" / "sites", real, names)
+    class_shapley = per_seed[0]["per_class_shapley"]
+    pairs = [
+        (class_shapley[s][c], class_counts[s][c])
+        for s in class_counts
+        for c in names
+        if class_shapley[s].get(c) is not None
+    ]
     out = {
         "sites": record_sites,
         "value": "macro one-vs-rest AUC on the pooled lesion-safe test folds",
@@ -344,6 +374,13 @@ def main() -> int:
         "shapley_vs_site_size_spearman": float(
             spearmanr([shapley_means[s] for s in real], [sizes[s] for s in real])[0]
         ),
+        "site_class_counts": class_counts,
+        "class_shapley_vs_class_count_spearman": (
+            float(spearmanr(*zip(*pairs, strict=True))[0]) if len(pairs) > 2 else None
+        ),
+        "class_shapley_vs_class_count_detail": "Spearman rho over (site, class) "
+        "pairs: a site's Shapley value of that class's AUC (seed "
+        f"{args.seeds[0]}) against its number of training images of the class",
         "class_names": names,
         "n_test": len(test),
         "n_bootstrap": args.n_bootstrap,
