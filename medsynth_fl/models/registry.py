@@ -26,6 +26,20 @@ CRITICS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# A manifest names its generator's size; a hostile one could ask for a
+# billion blocks (a hang) before any weight is compared. Every integer
+# argument a registered generator takes is bounded here, generously.
+GENERATOR_INT_LIMITS: dict[str, tuple[int, int]] = {
+    "image_size": (8, 1024),
+    "num_classes": (1, 1000),
+    "ngf": (1, 1024),
+    "n_res_blocks": (0, 64),
+    "canvas_downsample": (1, 64),
+    "embed_dim": (1, 4096),
+    "z_dim": (1, 4096),
+}
+
+
 def generator_kwargs(
     cfg: GeneratorConfig, image_size: int, num_classes: int
 ) -> dict[str, Any]:
@@ -49,11 +63,19 @@ def generator_kwargs(
 
 
 def build_generator(arch: str, kwargs: dict[str, Any]) -> nn.Module:
-    """Build a registered generator; an unknown name is an error."""
+    """Build a registered generator; an unknown name or an unbounded size is refused."""
     if arch not in GENERATORS:
         raise ValueError(
             f"unknown generator architecture {arch!r}; known: {list(GENERATORS)}"
         )
+    for name, (low, high) in GENERATOR_INT_LIMITS.items():
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        if type(value) is not int:
+            raise ValueError(f"{name} must be an integer, got {str(value)[:40]}")
+        if not low <= value <= high:
+            raise ValueError(f"{name}={str(value)[:40]} is outside [{low}, {high}]")
     return GENERATORS[arch](**kwargs)
 
 

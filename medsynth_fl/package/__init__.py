@@ -14,6 +14,7 @@ from .errors import (
 from .io import (
     GeneratorPackage,
     create_package,
+    parse_package,
     read_package,
     verify_package,
     weights_sha256,
@@ -50,6 +51,7 @@ __all__ = [
     "generate_site_key",
     "load_private_key",
     "load_public_key",
+    "parse_package",
     "read_package",
     "verify_package",
     "weights_sha256",

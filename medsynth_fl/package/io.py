@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ from .manifest import (
     NoiseSpec,
     TrainingSummary,
     WeightsInfo,
+    canonical_json,
     parse_manifest,
 )
 from .signing import fingerprint, verify
@@ -134,6 +136,15 @@ def create_package(
     return GeneratorPackage(manifest, tensors, signature, signature_verified=True)
 
 
+def package_bytes(pkg: GeneratorPackage) -> bytes:
+    """The package as file bytes: safetensors, manifest and signature in its header."""
+    meta = {
+        META_MANIFEST: pkg.manifest.canonical_bytes().decode(),
+        META_SIGNATURE: pkg.signature_b64,
+    }
+    return st_save(pkg.tensors, metadata=meta)
+
+
 def write_package(pkg: GeneratorPackage, path: str | os.PathLike) -> Path:
     """Write ``pkg`` as one safetensors file.
 
@@ -141,13 +152,8 @@ def write_package(pkg: GeneratorPackage, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        META_MANIFEST: pkg.manifest.canonical_bytes().decode(),
-        META_SIGNATURE: pkg.signature_b64,
-    }
-    data = st_save(pkg.tensors, metadata=meta)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
+    tmp.write_bytes(package_bytes(pkg))
     tmp.replace(path)
     return path
 
@@ -192,7 +198,16 @@ def read_package(
     size = path.stat().st_size
     if size > max_bytes:
         raise OversizedPackage(f"{size} bytes on disk, limit {max_bytes}")
-    meta, tensors = _split_container(path.read_bytes())
+    return parse_package(path.read_bytes(), trusted, max_bytes)
+
+
+def parse_package(
+    data: bytes, trusted: KeyRing | None = None, max_bytes: int = 512 * 1024**2
+) -> GeneratorPackage:
+    """Verify a package held in memory (a file's bytes): :func:`read_package`'s core."""
+    if len(data) > max_bytes:
+        raise OversizedPackage(f"{len(data)} bytes, limit {max_bytes}")
+    meta, tensors = _split_container(data)
     return verify_package(
         meta[META_MANIFEST], meta[META_SIGNATURE], tensors, trusted, max_bytes
     )
@@ -228,21 +243,36 @@ def expected_tensors(
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Names, shapes and dtypes the declared architecture has.
 
-    The architecture is built on the meta device.
+    The architecture is built on the meta device, once per distinct
+    architecture (building it costs about a second; a coordinator verifies
+    many packages of one architecture).
     """
     arch = manifest.architecture
+    expected = _architecture_tensors(
+        arch.name,
+        canonical_json(dict(arch.kwargs)).decode(),
+        tuple(manifest.noise.shape),
+    )
+    return dict(expected)
+
+
+@functools.lru_cache(maxsize=16)
+def _architecture_tensors(
+    name: str, kwargs_json: str, noise_shape: tuple[int, ...]
+) -> tuple[tuple[str, tuple[tuple[int, ...], torch.dtype]], ...]:
     try:
         with torch.device("meta"):
-            model = build_generator(arch.name, dict(arch.kwargs))
-    except (TypeError, ValueError) as exc:
+            model = build_generator(name, json.loads(kwargs_json))
+    except Exception as exc:  # noqa: BLE001 (any failure of an untrusted spec)
         raise TensorMismatch(
-            f"architecture {arch.name!r} cannot be built: {exc}"
+            f"architecture {name!r} cannot be built: {type(exc).__name__}: "
+            f"{str(exc)[:200]}"
         ) from None
-    if list(model.noise_shape) != manifest.noise.shape:
+    if tuple(model.noise_shape) != noise_shape:
         raise TensorMismatch(
-            f"noise shape {manifest.noise.shape} != model's {list(model.noise_shape)}"
+            f"noise shape {list(noise_shape)} != model's {list(model.noise_shape)}"
         )
-    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    return tuple((k, (tuple(v.shape), v.dtype)) for k, v in model.state_dict().items())
 
 
 def _check_tensors(manifest: Manifest, tensors: Mapping[str, torch.Tensor]) -> None:

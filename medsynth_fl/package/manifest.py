@@ -8,6 +8,7 @@ canonical JSON, which includes the sha256 of the weights.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -103,12 +104,38 @@ def canonical_json(obj: Any) -> bytes:
     ).encode()
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two equal keys wins; the signed meaning
+    # must be one, so a repeated key is refused rather than resolved.
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise SchemaError(f"manifest repeats key(s) {repeated[:5]}")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> float:
+    raise SchemaError(f"manifest holds the non-standard JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise SchemaError(f"manifest number {text[:20]} overflows a float")
+    return value
+
+
 def parse_manifest(raw: str | bytes) -> Manifest:
     """Parse and validate manifest JSON; raise a named :class:`PackageRejected`."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise SchemaError(f"manifest is {len(raw)} bytes, limit {MAX_MANIFEST_BYTES}")
     try:
-        data = json.loads(raw)
+        data = json.loads(
+            raw,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"manifest is not JSON: {exc}") from None
     if not isinstance(data, dict):
