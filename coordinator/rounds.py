@@ -90,15 +90,16 @@ def _persist_outcome(
     store: RunStore,
     strategy: MedSynthStrategy,
     replies: list[Message],
-    asked: list[int],
+    sent: list[Message],
     unavailable: dict[int, str],
 ) -> None:
+    asked = [m.metadata.dst_node_id for m in sent]
     for node, reason in unavailable.items():
         store.record_site(
             SiteRecord(node, "", "unreachable", reason, "", "", 0, [], 0, 0.0)
         )
         store.log("warning", f"node {node}: unreachable: {reason}")
-    outcome = strategy.aggregate_train_outcome(replies)
+    outcome = strategy.aggregate_train_outcome(replies, sent)
     sizes = {
         m.metadata.src_node_id: _reply_bytes(m) for m in replies if not m.has_error()
     }
@@ -178,7 +179,7 @@ def collect_packages(
             replies, unavailable = split_unavailable(
                 list(grid.send_and_receive(messages, timeout=timeout_s)), messages
             )
-            _persist_outcome(store, strategy, replies, nodes, unavailable)
+            _persist_outcome(store, strategy, replies, messages, unavailable)
     accepted = store.sites("accepted")
     if len(accepted) < cfg.federation.min_sites:
         raise NotEnoughSites(

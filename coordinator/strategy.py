@@ -1,10 +1,12 @@
 """The coordinator's Flower strategy: ask sites for generators, verify, never average.
 
-It subclasses Flower's FedAvg to reuse its message construction, error-reply
-separation and weighted aggregation of evaluation metrics; only the train step
-is MedSynth's own: ``aggregate_train_outcome`` verifies every package (schema,
-Ed25519 signature against the registered site keys, shapes, hash, size) and keeps the
-accepted and rejected ones, with reasons, for the round function to persist.
+It subclasses Flower's FedAvg for its weighted aggregation of evaluation
+metrics (public API only); the train step is MedSynth's own. ``configure_train``
+sends every node its own fresh nonce; ``aggregate_train_outcome`` verifies
+every package (schema, Ed25519 signature against the registered site keys,
+shapes, hash, size), checks that it answers the request sent to that node
+(run, round, nonce), and keeps the accepted and rejected ones, with reasons,
+for the round function to persist.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from medsynth_fl.package import (
     GeneratorPackage,
     KeyRing,
     PackageRejected,
+    Release,
+    check_release,
+    issue_release,
     verify_package,
 )
 
@@ -102,42 +107,74 @@ class MedSynthStrategy(FedAvg):
         self.trusted = trusted
         self.max_package_bytes = max_package_bytes
         self.min_sites = min_sites
+        self.challenges: dict[int, Release] = {}  # node → its request's binding
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Ask the given nodes for their generators.
+        """Ask the given nodes for their generators, each with its own nonce.
 
-        ``config['nodes']`` is not sent.
+        ``config['nodes']`` (default: every connected node) is not sent;
+        ``config['run-id']`` names the run the packages must be bound to.
         """
-        request = ConfigRecord({k: v for k, v in config.items() if k != "nodes"})
-        request["server-round"] = server_round
         nodes = (
             list(config["nodes"]) if "nodes" in config else list(grid.get_node_ids())
         )
-        return self._construct_messages(
-            RecordDict({"config": request}), nodes, MessageType.TRAIN
-        )
-
-    def aggregate_train_outcome(self, replies: Iterable[Message]) -> TrainOutcome:
-        """Separate error replies, verify packages, refuse duplicates of a site."""
-        valid, errors = self._check_and_log_replies(
-            list(replies), is_train=True, validate=False
-        )
-        outcome = TrainOutcome()
-        for msg in errors:
-            outcome.refused.append(
-                Refusal(
-                    msg.metadata.src_node_id, "", f"error reply: {msg.error.reason}"
+        run_id = str(config.get("run-id", "run"))
+        self.challenges = {}
+        messages = []
+        for node in nodes:
+            release = issue_release(run_id, server_round)
+            self.challenges[node] = release
+            request = ConfigRecord({k: v for k, v in config.items() if k != "nodes"})
+            request.update(
+                {
+                    "server-round": server_round,
+                    "run-id": run_id,
+                    "nonce": release.nonce,
+                }
+            )
+            messages.append(
+                Message(
+                    RecordDict({"config": request}),
+                    dst_node_id=node,
+                    message_type=MessageType.TRAIN,
                 )
             )
+        return messages
+
+    def aggregate_train_outcome(
+        self, replies: Iterable[Message], sent: Iterable[Message] = ()
+    ) -> TrainOutcome:
+        """Verify packages, check their binding, refuse duplicates of a site.
+
+        ``sent``: the requests (as pushed, with their message ids); a reply to
+        none of them is refused.
+        """
+        sent_ids = {m.metadata.message_id for m in sent}
+        issued = {r.nonce: node for node, r in self.challenges.items()}
+        outcome = TrainOutcome()
         seen: set[str] = set()
-        for msg in valid:
+        for msg in replies:
             node = msg.metadata.src_node_id
+            if sent_ids and msg.metadata.reply_to_message_id not in sent_ids:
+                outcome.refused.append(
+                    Refusal(node, "", "a reply to a request this round never sent")
+                )
+                continue
+            if msg.has_error():
+                outcome.refused.append(
+                    Refusal(node, "", f"error reply: {msg.error.reason}")
+                )
+                continue
             try:
                 pkg, metrics = _package_from_reply(
                     msg, self.trusted, self.max_package_bytes
                 )
+                expected = self.challenges.get(node)
+                if expected is None:
+                    raise PackageRejected(f"node {node} was not asked in this round")
+                check_release(pkg.manifest, expected, issued)
             except PackageRejected as exc:
                 log.warning("node %s: %s", node, exc)
                 outcome.refused.append(Refusal(node, _claimed_site_id(msg), str(exc)))

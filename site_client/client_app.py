@@ -22,6 +22,7 @@ from .egress import (
 )
 from .work import (
     audit_for_coordinator,
+    bind_to_request,
     condense_site,
     evaluate_shared_vit,
     local_only_metrics,
@@ -73,7 +74,9 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         }
         if not decision.allowed:
             return refusal_reply(msg, site.site_id, decision.reasons, metrics)
-        return package_reply(msg, pkg, metrics)
+        return package_reply(
+            msg, bind_to_request(site, pkg, msg.content["config"]), metrics
+        )
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

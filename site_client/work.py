@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from medsynth_fl.models.registry import load_critic
 from medsynth_fl.package import (
     FORMAT_VERSION,
     GeneratorPackage,
+    Release,
+    bind_release,
     load_private_key,
     read_package,
 )
@@ -161,6 +164,27 @@ def condense_site(site: SiteSetup, cfg: Config) -> tuple[GeneratorPackage, Image
     else:
         Condenser(cfg, train, work, load_private_key(site.key_path)).run(resume=True)
     return read_package(work / PACKAGE_NAME, max_bytes=cfg.package.max_bytes), train
+
+
+def bind_to_request(
+    site: SiteSetup, pkg: GeneratorPackage, config: Mapping[str, object]
+) -> GeneratorPackage:
+    """``pkg`` bound to the coordinator's request ``config`` (run, round, nonce).
+
+    The coordinator refuses an unbound package; a request without a nonce (an
+    older coordinator) gets the package as it is.
+    """
+    if "nonce" not in config:
+        return pkg
+    try:
+        release = Release(
+            run_id=str(config["run-id"]),
+            round=int(config["server-round"]),
+            nonce=str(config["nonce"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"the coordinator's request is malformed: {exc}") from None
+    return bind_release(pkg, release, load_private_key(site.key_path))
 
 
 def run_torchrun(site: SiteSetup, cfg: Config, work: Path) -> None:

@@ -2,14 +2,20 @@
 
 from .errors import (
     BadSignature,
+    ForeignNonce,
     HashMismatch,
     MalformedPackage,
     OversizedPackage,
     PackageRejected,
+    ReplayRefused,
     SchemaError,
+    StaleRound,
     TensorMismatch,
+    UnboundPackage,
+    UnissuedNonce,
     UnknownSigner,
     UnsupportedFormat,
+    WrongRun,
 )
 from .io import (
     GeneratorPackage,
@@ -21,7 +27,8 @@ from .io import (
     write_package,
 )
 from .keyring import KeyRing
-from .manifest import FORMAT_VERSION, Manifest, TrainingSummary
+from .manifest import FORMAT_VERSION, Manifest, Release, TrainingSummary
+from .release import bind_release, check_release, issue_release
 from .signing import (
     SiteKeyError,
     fingerprint,
@@ -33,6 +40,7 @@ from .signing import (
 __all__ = [
     "FORMAT_VERSION",
     "BadSignature",
+    "ForeignNonce",
     "GeneratorPackage",
     "HashMismatch",
     "KeyRing",
@@ -40,15 +48,24 @@ __all__ = [
     "Manifest",
     "OversizedPackage",
     "PackageRejected",
+    "Release",
+    "ReplayRefused",
     "SchemaError",
     "SiteKeyError",
+    "StaleRound",
     "TensorMismatch",
     "TrainingSummary",
+    "UnboundPackage",
+    "UnissuedNonce",
     "UnknownSigner",
     "UnsupportedFormat",
+    "WrongRun",
+    "bind_release",
+    "check_release",
     "create_package",
     "fingerprint",
     "generate_site_key",
+    "issue_release",
     "load_private_key",
     "load_public_key",
     "parse_package",

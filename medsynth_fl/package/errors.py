@@ -59,3 +59,39 @@ class UnknownSigner(PackageRejected):
     """Signed by a key that is not among the trusted site keys."""
 
     reason = "unknown-signer"
+
+
+class ReplayRefused(PackageRejected):
+    """A valid package that does not answer this coordinator's request."""
+
+    reason = "replay"
+
+
+class UnboundPackage(ReplayRefused):
+    """Not bound to any request: a stored package sent again."""
+
+    reason = "unbound"
+
+
+class WrongRun(ReplayRefused):
+    """Bound to another run of the coordinator."""
+
+    reason = "wrong-run"
+
+
+class StaleRound(ReplayRefused):
+    """Bound to an earlier (or later) round of this run."""
+
+    reason = "stale-round"
+
+
+class ForeignNonce(ReplayRefused):
+    """Answers the request sent to another node: re-sent by another site."""
+
+    reason = "nonce-of-another-node"
+
+
+class UnissuedNonce(ReplayRefused):
+    """Carries a nonce this coordinator never issued."""
+
+    reason = "unissued-nonce"

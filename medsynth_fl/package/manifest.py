@@ -61,6 +61,19 @@ class TrainingSummary(_Strict):
     config_digest: str
 
 
+class Release(_Strict):
+    """What binds a package to one request of one coordinator (replay protection).
+
+    The coordinator issues a fresh nonce per node and round; the site signs it
+    into the manifest it sends, so a package recorded once cannot be replayed in
+    another round or run, nor re-sent by another site.
+    """
+
+    run_id: str = Field(min_length=1, max_length=128)
+    round: int = Field(ge=1, le=1_000_000)
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
 class Manifest(_Strict):
     """Schema of ``manifest.json`` inside every package (``FORMAT_VERSION``)."""
 
@@ -77,6 +90,7 @@ class Manifest(_Strict):
     training: TrainingSummary
     versions: dict[str, str]
     signing_key: str  # fingerprint of the site's Ed25519 public key
+    release: Release | None = None  # set on the wire, never in the site's cache
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -94,7 +108,10 @@ class Manifest(_Strict):
 
         They are what the site signs and the coordinator verifies.
         """
-        return canonical_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data["release"] is None:  # unbound: the bytes packages always had
+            del data["release"]
+        return canonical_json(data)
 
 
 def canonical_json(obj: Any) -> bytes:

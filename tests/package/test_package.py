@@ -182,7 +182,7 @@ def test_extra_tensor_is_refused_even_if_resigned(tmp_path, site_key):
     tensors = dict(pkg.tensors, **{"critic.fc1.weight": torch.zeros(2, 2)})
     from medsynth_fl.package.io import weights_sha256
 
-    manifest = pkg.manifest.model_dump(mode="json")
+    manifest = json.loads(pkg.manifest.canonical_bytes())
     manifest["weights"]["sha256"] = weights_sha256(tensors)
     from medsynth_fl.package.manifest import canonical_json
 
