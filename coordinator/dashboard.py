@@ -119,6 +119,16 @@ def _worst_audit(audit: dict[str, float]) -> str:
     return f"{format_with_interval(*aucs[attack])} ({html.escape(attack)})"
 
 
+def _null_control(audit: dict[str, float], attack: str) -> str:
+    key = f"audit/{attack}/null_auc"
+    if key not in audit:
+        return "–"
+    low, high = audit.get(key + "_ci95_low"), audit.get(key + "_ci95_high")
+    return format_with_interval(
+        audit[key], None if low is None or high is None else (low, high)
+    )
+
+
 def _sites_table(store: RunStore, link: SiteLink) -> str:
     rows = []
     for s in store.sites():
@@ -303,14 +313,18 @@ def _site_section(store: RunStore, s: SiteRecord, data: dict | None) -> str:
         )
         attacks = "".join(
             f"<tr><td>{html.escape(a)}</td><td>{format_with_interval(*v)}</td>"
-            f"<td>{_fmt(audit.get(f'audit/{a}/tpr@1fpr'))}</td></tr>"
+            f"<td>{_fmt(audit.get(f'audit/{a}/tpr@1fpr'))}</td>"
+            f"<td>{_null_control(audit, a)}</td></tr>"
             for a, v in sorted(attack_aucs(audit).items())
         )
         parts.append(
             "<h3>Membership-inference audit (run at the site, on its own "
-            "members)</h3><table class='audit'><tr><th>attack</th>"
-            f"<th>AUC [95% CI]</th><th>TPR at 1 % FPR</th></tr>{attacks}</table>"
-            f"{_img(roc, f'{name} audit ROC')}"
+            "members)</h3><p>Null control: the same attack on two disjoint halves "
+            "of the non-members; it reads chance, and its spread is what noise "
+            "alone does to an AUC at this audit's size.</p>"
+            "<table class='audit'><tr><th>attack</th><th>AUC [95% CI]</th>"
+            "<th>TPR at 1 % FPR</th><th>null control AUC [95% CI]</th></tr>"
+            f"{attacks}</table>{_img(roc, f'{name} audit ROC')}"
         )
     elif s.status == "accepted":
         parts.append("<p>No audit ROC: the site sent no ROC points.</p>")

@@ -41,6 +41,7 @@ AUDIT_METRIC_SUFFIXES = (
     "/embed",
     "_ci95_low",  # bounds of the bootstrap intervals of AUC and TPR
     "_ci95_high",
+    "/null_auc",  # the null control: the attack on two halves of non-members
     "/members",  # audit sizes: how many scores each side had
     "/nonmembers",
     *ROC_METRIC_SUFFIXES,  # the ROC as best TPR at a few FPRs (aggregate)

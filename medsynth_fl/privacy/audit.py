@@ -45,6 +45,7 @@ from .metrics import (
     AttackResult,
     ChanceLevel,
     evaluate_attack,
+    null_control,
     p1d,
     permutation_chance,
 )
@@ -253,6 +254,8 @@ class AuditReport:
     p1d : P1(D) per attack (empty without ``task_accuracy``).
     chance : per metric, its largest value over the attacks against the same
         audit with permuted membership labels (:func:`permutation_chance`).
+    null_control : per attack, the same attack scored on two disjoint halves
+        of the non-members (:func:`null_control`); it must read chance.
     """
 
     results: dict[str, AttackResult]
@@ -261,6 +264,7 @@ class AuditReport:
     task_accuracy: float | None = None
     p1d: dict[str, float] = field(default_factory=dict)
     chance: dict[str, ChanceLevel] = field(default_factory=dict)
+    null_control: dict[str, AttackResult] = field(default_factory=dict)
 
 
 def _one_side(
@@ -355,6 +359,11 @@ def run_audit(
         for name, s in scores.items()
     }
     chance = permutation_chance(scores, len(m), seed=seed)
+    null = (
+        {name: null_control(name, s[len(m) :], seed) for name, s in scores.items()}
+        if len(n) >= 4
+        else {}
+    )
     rates, thresholds = _memorization(models, members)
     log.info(
         "audit of %d + %d candidates in %.1f s",
@@ -371,6 +380,7 @@ def run_audit(
         if task_accuracy is None
         else {name: p1d(task_accuracy, r.acc) for name, r in results.items()},
         chance=chance,
+        null_control=null,
     )
 
 
@@ -382,10 +392,14 @@ class GateDecision:
     ----------
     allowed : True when no attack's AUC exceeds the limit.
     reasons : one line per attack over the limit (empty when allowed).
+    notes : what a reviewer should know but does not block release: each
+        attack whose null control (two halves of the non-members) is off
+        chance, i.e. an audit whose figures the noise alone can explain.
     """
 
     allowed: bool
     reasons: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 def auc_leaks(
@@ -472,4 +486,11 @@ def release_gate(
             reasons.append(_leak_reason(name, r, max_auc))
         if tpr_leaks(r.tpr_at_1pct_fpr_ci, max_tpr):
             reasons.append(_tpr_reason(name, r, max_tpr))
-    return GateDecision(allowed=not reasons, reasons=reasons)
+    notes = [
+        f"{name}: null control AUC {c.auc:.3f} [{c.auc_ci[0]:.3f}, {c.auc_ci[1]:.3f}] "
+        "excludes chance (two halves of the non-members told apart): the audit's "
+        "candidates are not exchangeable"
+        for name, c in sorted(report.null_control.items())
+        if c.auc_ci is not None and not c.auc_ci[0] <= 0.5 <= c.auc_ci[1]
+    ]
+    return GateDecision(allowed=not reasons, reasons=reasons, notes=notes)

@@ -465,3 +465,27 @@ def p1d(task_accuracy: float, attack_accuracy: float) -> float:
     error = 1.0 - attack_accuracy
     total = task_accuracy + error
     return 0.0 if total == 0 else 2.0 * task_accuracy * error / total
+
+
+def null_control(
+    name: str, nonmember_scores: np.ndarray, seed: int = 0, n_bootstrap: int = 1000
+) -> AttackResult:
+    """The attack scored on two disjoint halves of the non-members: it must read chance.
+
+    Neither half was trained on, so any distance of this AUC from 0.5 is what
+    sampling noise alone does to an AUC at this audit's size (and a sign of a
+    broken audit if its interval excludes 0.5). The halves are a seeded random
+    split, the first half playing "members".
+    """
+    scores = np.asarray(nonmember_scores, dtype=np.float64)
+    if len(scores) < 4:
+        raise ValueError("the null control needs at least 4 non-member scores")
+    order = np.random.default_rng(seed).permutation(len(scores))
+    half = len(scores) // 2
+    return evaluate_attack(
+        name,
+        scores[order[:half]],
+        scores[order[half : 2 * half]],
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+    )

@@ -112,7 +112,8 @@ def report_to_dict(
     -------
     dict
         ``attacks``, ``memorization``, ``memorization_threshold``,
-        ``task_accuracy``, ``p1d``, ``chance`` and, with a gate, ``gate``.
+        ``task_accuracy``, ``p1d``, ``chance``, ``null_control`` and, with a
+        gate, ``gate``.
     """
     out: dict[str, Any] = {
         "attacks": {
@@ -125,9 +126,17 @@ def report_to_dict(
         "task_accuracy": _plain(report.task_accuracy),
         "p1d": {k: _plain(v) for k, v in report.p1d.items()},
         "chance": {k: chance_to_dict(c) for k, c in report.chance.items()},
+        "null_control": {
+            name: result_to_dict(r, include_roc=False)
+            for name, r in report.null_control.items()
+        },
     }
     if gate is not None:
-        out["gate"] = {"allowed": gate.allowed, "reasons": list(gate.reasons)}
+        out["gate"] = {
+            "allowed": gate.allowed,
+            "reasons": list(gate.reasons),
+            "notes": list(gate.notes),
+        }
     return out
 
 
@@ -156,6 +165,11 @@ def audit_metrics(report: AuditReport) -> dict[str, float]:
             metrics[f"audit/{name}/{short}"] = float(getattr(r, field_name))
         for fpr, suffix in zip(ROC_FPR_GRID, ROC_METRIC_SUFFIXES, strict=True):
             metrics[f"audit/{name}{suffix}"] = tpr_at_fpr(r.fpr, r.tpr, fpr)
+    for name, c in report.null_control.items():
+        metrics[f"audit/{name}/null_auc"] = _plain(c.auc)
+        if c.auc_ci is not None:
+            metrics[f"audit/{name}/null_auc_ci95_low"] = _plain(c.auc_ci[0])
+            metrics[f"audit/{name}/null_auc_ci95_high"] = _plain(c.auc_ci[1])
     for name, value in report.p1d.items():
         metrics[f"audit/{name}/p1d"] = _plain(value)
     for space, rate in report.memorization.items():

@@ -46,14 +46,15 @@ def _record(site: str, status: str, reason: str = "") -> SiteRecord:
 def _audit_metrics(rng) -> dict[str, float]:
     """What a site's federated audit sends: summary, interval, sizes, ROC points."""
     from medsynth_fl.privacy.audit import AuditReport
-    from medsynth_fl.privacy.metrics import evaluate_attack
+    from medsynth_fl.privacy.metrics import evaluate_attack, null_control
     from medsynth_fl.privacy.report import audit_metrics
 
     results = {
         name: evaluate_attack(name, rng.normal(shift, 1, 80), rng.normal(0, 1, 90))
         for name, shift in (("nn_embed", 0.0), ("logan_bb", 0.3))
     }
-    return audit_metrics(AuditReport(results, {}, {}, 0.5, {}))
+    null = {name: null_control(name, rng.normal(0, 1, 90)) for name in results}
+    return audit_metrics(AuditReport(results, {}, {}, 0.5, {}, null_control=null))
 
 
 def _grid(path, rng) -> None:
@@ -123,6 +124,9 @@ def test_report_names_every_site_and_shows_the_stored_numbers(store, tmp_path):
     # self-contained: images inlined, nothing fetched from elsewhere
     assert "alt='confusion matrix'" in page
     assert page.count("alt='HAM_rosendahl audit ROC'") == 1
+    audit = store.metrics("audit:HAM_rosendahl")["audit:HAM_rosendahl"]
+    null = audit["audit/nn_embed/null_auc"]
+    assert f"<td>{null:.3f} [{audit['audit/nn_embed/null_auc_ci95_low']:.3f}," in page
     assert page.count("alt='HAM_rosendahl samples'") == len(CLASSES)
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
     assert "http-equiv='refresh'" not in page  # a finished run does not reload

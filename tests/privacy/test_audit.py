@@ -139,6 +139,14 @@ def test_run_audit_reports_every_attack_on_present_classes(models, candidates):
     assert report.p1d["logan_wb"] == 0.0  # attack accuracy 1 leaves no privacy
     assert set(report.memorization) == {"pixel", "embed"}
     assert all(0.0 <= v <= 1.0 for v in report.memorization.values())
+    # the null control: every attack on two halves of the 15 non-members
+    assert set(report.null_control) == set(report.results)
+    assert {(c.n_members, c.n_nonmembers) for c in report.null_control.values()} == {
+        (7, 7)
+    }
+    # even the white-box attack that finds every member cannot tell non-members apart
+    wb = report.null_control["logan_wb"]
+    assert wb.auc_ci[0] <= 0.5 <= wb.auc_ci[1]
 
 
 def test_run_audit_without_critic_or_task_accuracy(models, candidates):
@@ -268,3 +276,20 @@ def test_tpr_limit_allows_chance_and_needs_an_interval():
 def test_release_gate_refuses_a_meaningless_limit():
     with pytest.raises(ValueError):
         release_gate(report_with_aucs(nn_pixel=0.5), max_auc=0.4)
+
+
+def test_the_gate_notes_a_null_control_off_chance_without_refusing():
+    report = report_with_aucs(nn_pixel=0.5)
+    # non-members whose halves differ: a broken audit (say, two scanners)
+    skewed = evaluate_attack("nn_pixel", np.full(100, 1.0), np.zeros(100))
+    report.null_control["nn_pixel"] = skewed
+    decision = release_gate(report, max_auc=0.6)
+    assert decision.allowed and decision.reasons == []
+    assert len(decision.notes) == 1 and "null control" in decision.notes[0]
+    fine = report_with_aucs(nn_pixel=0.5)
+    fine.null_control["nn_pixel"] = evaluate_attack(
+        "nn_pixel",
+        np.random.default_rng(0).random(100),
+        np.random.default_rng(1).random(100),
+    )
+    assert release_gate(fine).notes == []

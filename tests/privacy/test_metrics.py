@@ -9,6 +9,7 @@ from medsynth_fl.privacy.metrics import (
     balanced_subsample,
     evaluate_attack,
     masked_rank_metrics,
+    null_control,
     null_roc_band,
     p1d,
     permutation_chance,
@@ -244,3 +245,23 @@ def test_the_null_roc_band_holds_chance_and_narrows_with_more_scores():
     big_low, big_high = null_roc_band(5000, 5000, fprs, n_sim=100)
     assert np.all(big_high - big_low < high - low)
     assert wide[1] <= low[1]  # fewer scores: a lower floor
+
+
+def test_the_null_control_splits_non_members_and_reads_chance():
+    rng = np.random.default_rng(3)
+    nonmembers = rng.normal(size=201)
+    control = null_control("nn_pixel", nonmembers, seed=0, n_bootstrap=200)
+    assert (control.n_members, control.n_nonmembers) == (100, 100)
+    assert control.auc_ci[0] <= 0.5 <= control.auc_ci[1]
+    again = null_control("nn_pixel", nonmembers, seed=0, n_bootstrap=200)
+    assert (again.auc, again.auc_ci) == (control.auc, control.auc_ci)
+    # over many audits it lands inside its interval about 95 % of the time
+    inside = [
+        (lambda c: c.auc_ci[0] <= 0.5 <= c.auc_ci[1])(
+            null_control("x", rng.normal(size=100), seed=s, n_bootstrap=200)
+        )
+        for s in range(40)
+    ]
+    assert np.mean(inside) >= 0.85
+    with pytest.raises(ValueError, match="at least 4"):
+        null_control("x", np.zeros(3))

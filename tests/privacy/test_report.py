@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medsynth_fl.privacy.audit import AuditReport, GateDecision
-from medsynth_fl.privacy.metrics import evaluate_attack, tpr_at_fpr
+from medsynth_fl.privacy.metrics import evaluate_attack, null_control, tpr_at_fpr
 from medsynth_fl.privacy.report import (
     ROC_FPR_GRID,
     audit_metrics,
@@ -31,6 +31,9 @@ def report():
         ),
     }
     return AuditReport(
+        null_control={
+            name: null_control(name, rng.normal(0, 1, 60)) for name in results
+        },
         results=results,
         memorization={"pixel": 0.25, "embed": float("nan")},
         memorization_threshold={"pixel": np.float64(3.5), "embed": float("inf")},
@@ -57,7 +60,8 @@ def test_json_has_plain_floats_and_no_nan(report, tmp_path):
     assert set(wb["ci95"]) == {"auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr"}
     assert data["memorization"] == {"pixel": 0.25, "embed": None}
     assert data["memorization_threshold"] == {"pixel": 3.5, "embed": None}
-    assert data["gate"] == {"allowed": False, "reasons": gate.reasons}
+    assert data["gate"] == {"allowed": False, "reasons": gate.reasons, "notes": []}
+    assert set(data["null_control"]) == {"logan_wb", "nn_pixel"}
     assert data["task_accuracy"] == 0.7 and data["p1d"]["nn_pixel"] == 0.66
 
 
@@ -87,6 +91,8 @@ def test_flat_metric_names_are_hierarchical_and_finite(report):
     assert metrics["audit/logan_wb/tpr@1fpr_ci95_high"] == high
     assert metrics["audit/logan_wb/p1d"] == 0.6
     assert metrics["audit/memorization/pixel"] == 0.25
+    assert metrics["audit/nn_pixel/null_auc"] == report.null_control["nn_pixel"].auc
+    assert "audit/nn_pixel/null_auc_ci95_low" in metrics
     assert "audit/memorization/embed" not in metrics  # NaN is left out
     assert all(math.isfinite(v) for v in metrics.values())
 
