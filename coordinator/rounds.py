@@ -31,6 +31,7 @@ from .pipeline import (
     site_contributions,
     train_shared_vit,
 )
+from .replies import ReplyRefused, reply_metrics
 from .store import CENTRAL_REPORT, RunStore, SiteRecord
 from .strategy import MedSynthStrategy
 
@@ -210,6 +211,13 @@ def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
     return Message(content, dst_node_id=node, message_type="query.audit")
 
 
+def _quarantine(store: RunStore, site: str, reason: str) -> None:
+    """Keep an accepted site's generator out of the shared model, saying why."""
+    rec = next(r for r in store.sites("accepted") if r.site_id == site)
+    store.record_site(dataclasses.replace(rec, status="quarantined", reason=reason))
+    store.log("warning", f"site {site}: quarantined ({reason})")
+
+
 def federated_audit(
     grid: Grid,
     store: RunStore,
@@ -249,21 +257,21 @@ def federated_audit(
                 "warning", f"site {site}: federated audit failed: {msg.error.reason}"
             )
             continue
-        metrics = {k: float(v) for k, v in msg.content["metrics"].items()}
+        try:
+            metrics = reply_metrics(msg)
+        except ReplyRefused as exc:
+            # an audit that cannot be read cannot clear the generator
+            _quarantine(store, site, f"federated audit: {exc}")
+            continue
         store.put_metrics(f"audit:{site}", metrics)
         leaks = leaking_attacks(
             metrics, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr
         )
         if leaks:
-            rec = next(r for r in store.sites("accepted") if r.site_id == site)
-            reason = (
-                f"federated audit: {', '.join(leaks)} leak "
-                f"({gate_limits(cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)})"
+            limits = gate_limits(cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
+            _quarantine(
+                store, site, f"federated audit: {', '.join(leaks)} leak ({limits})"
             )
-            store.record_site(
-                dataclasses.replace(rec, status="quarantined", reason=reason)
-            )
-            store.log("warning", f"site {site}: quarantined ({reason})")
     store.finish_stage("audit")
     accepted = {r.site_id for r in store.sites("accepted")}
     return {s: p for s, p in packages.items() if s in accepted}
@@ -299,24 +307,24 @@ def federated_evaluate(
         for m in strategy.configure_evaluate(1, arrays, config, grid)
         if m.metadata.dst_node_id in nodes
     ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout_s))
-    for msg in replies:
+    replies = []
+    for msg in grid.send_and_receive(messages, timeout=timeout_s):
         node = msg.metadata.src_node_id
         if msg.has_error():
             store.log("warning", f"node {node}: evaluation failed: {msg.error.reason}")
-        else:
-            store.put_metrics(
-                f"site:{site_of.get(node, node)}", dict(msg.content["metrics"])
-            )
+            continue
+        try:
+            metrics = reply_metrics(msg)
+        except ReplyRefused as exc:  # left out of the average, not stored
+            store.log("warning", f"site {site_of.get(node, node)}: {exc}")
+            continue
+        store.put_metrics(f"site:{site_of.get(node, node)}", metrics)
+        replies.append(msg)
     aggregated = strategy.aggregate_evaluate(1, replies)
     result = {k: float(v) for k, v in (aggregated or {}).items()}
     if result:  # Flower's weighted mean drops the weights: keep their total
         result["num-examples"] = float(
-            sum(
-                dict(m.content["metrics"]).get("num-examples", 0)
-                for m in replies
-                if not m.has_error()
-            )
+            sum(dict(m.content["metrics"]).get("num-examples", 0) for m in replies)
         )
     store.put_metrics("federated", result)
     store.finish_stage("federated_eval", result)

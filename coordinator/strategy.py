@@ -36,6 +36,8 @@ from medsynth_fl.package import (
     verify_package,
 )
 
+from .replies import MalformedReply, ReplyRefused, reply_metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -67,14 +69,14 @@ def _package_from_reply(
         raise PackageRejected(
             f"withheld by the site's release gate: {refusal.get('reasons', '')}"
         )
+    metrics = reply_metrics(msg) if "metrics" in content else {}
     try:
         arrays = content["generator"]
         meta = content["package"]
-        metrics = dict(content["metrics"]) if "metrics" in content else {}
         tensors = {k: torch.from_numpy(a.numpy().copy()) for k, a in arrays.items()}
         manifest, signature = str(meta["manifest"]), str(meta["signature"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise PackageRejected(f"reply is not a package: {exc!r}") from None
+        raise MalformedReply(f"not a package: {exc!r}") from None
     return verify_package(manifest, signature, tensors, trusted, max_bytes), metrics
 
 
@@ -159,7 +161,12 @@ class MedSynthStrategy(FedAvg):
             node = msg.metadata.src_node_id
             if sent_ids and msg.metadata.reply_to_message_id not in sent_ids:
                 outcome.refused.append(
-                    Refusal(node, "", "a reply to a request this round never sent")
+                    Refusal(
+                        node,
+                        "",
+                        "reply refused (unsolicited-reply): it answers a request "
+                        "this round never sent",
+                    )
                 )
                 continue
             if msg.has_error():
@@ -175,7 +182,7 @@ class MedSynthStrategy(FedAvg):
                 if expected is None:
                     raise PackageRejected(f"node {node} was not asked in this round")
                 check_release(pkg.manifest, expected, issued)
-            except PackageRejected as exc:
+            except (PackageRejected, ReplyRefused) as exc:
                 log.warning("node %s: %s", node, exc)
                 outcome.refused.append(Refusal(node, _claimed_site_id(msg), str(exc)))
                 continue

@@ -5,6 +5,8 @@ All over an in-process grid.
 
 import itertools
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +175,62 @@ def test_fedavg_aggregate_does_not_depend_on_reply_order(monkeypatch):
         for order in itertools.permutations(replies)
     }
     assert len(ordered) == 1
+
+
+class HostileGrid(InProcessGrid):
+    """Sites that answer badly, each in one stage (node → stage → damage)."""
+
+    def __init__(self, *args, damage, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.damage = damage
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = super().send_and_receive(messages, timeout=timeout)
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            stage = reply.metadata.message_type.split(".")[-1]  # train/audit/evaluate
+            if not reply.has_error() and (node, stage) in self.damage:
+                self.damage[(node, stage)](reply.content)
+        return replies
+
+
+def _nan_metric(content):
+    content["metrics"] = MetricRecord({**dict(content["metrics"]), "seconds": math.nan})
+
+
+def _no_metrics(content):
+    del content["metrics"]
+
+
+def _infinite_accuracy(content):
+    content["metrics"] = MetricRecord({**dict(content["metrics"]), "bal-acc": math.inf})
+
+
+def test_hostile_replies_are_refused_by_name_and_the_round_goes_on(run_config):
+    nodes = {100 + i: {"partition-id": i} for i in range(4)}
+    grid = HostileGrid(
+        create_client_app(run_config),
+        nodes,
+        run_config,
+        damage={
+            (100, "train"): _nan_metric,  # its package comes with a NaN metric
+            (101, "audit"): _no_metrics,  # its audit reply is malformed
+            (102, "evaluate"): _infinite_accuracy,
+        },
+    )
+    summary = run_coordinator(grid, run_config, flower_run_id=1)
+    store = RunStore(run_config["store-dir"], "test-run")
+    by_node = {r.node_id: r for r in store.sites()}
+    assert by_node[100].status == "rejected"
+    assert "non-finite-metric" in by_node[100].reason
+    assert by_node[101].status == "quarantined"
+    assert "malformed-reply" in by_node[101].reason
+    assert by_node[102].status == by_node[103].status == "accepted"
+    # the evaluation reply with an infinite metric is left out of the average
+    evaluated = {k for k in summary["metrics"] if k.startswith("site:")}
+    assert evaluated == {f"site:{by_node[103].site_id}"}
+    assert any("non-finite-metric" in m for _, _, m in store.events())
+    assert store.status() == "finished"
+    # nothing already stored was lost: both contributing packages are on disk
+    for node in (102, 103):
+        assert Path(by_node[node].package_path).is_file()

@@ -2,11 +2,20 @@
 
 import base64
 import json
+import math
 import uuid
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.strategy import MedSynthStrategy
@@ -219,3 +228,58 @@ def _package_of(reply, strategy):
     from coordinator.strategy import _package_from_reply
 
     return _package_from_reply(reply, strategy.trusted, 10**8)[0]
+
+
+# -- hostile and broken replies (issue 18) -----------------------------------------
+def _damaged(reply, edit):
+    edit(reply.content)
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda c: c.__delitem__("package"), "malformed-reply"),
+        (lambda c: c["package"].__delitem__("signature"), "malformed-reply"),
+        (
+            lambda c: c["generator"].__setitem__(
+                "class_canvas", Array(np.array(["x", "y"]))
+            ),
+            "malformed-reply",
+        ),
+        (
+            lambda c: c["generator"].__setitem__(
+                "class_canvas", Array(np.zeros((2, 2), np.float64))
+            ),
+            "tensor-mismatch",
+        ),
+        (
+            lambda c: c.__setitem__("metrics", MetricRecord({"seconds": math.nan})),
+            "non-finite-metric",
+        ),
+        (
+            lambda c: c.__setitem__("metrics", MetricRecord({"auc": -math.inf})),
+            "non-finite-metric",
+        ),
+        (
+            lambda c: c.__setitem__(
+                "metrics", MetricRecord({f"m{i}": 0.0 for i in range(5000)})
+            ),
+            "oversized-reply",
+        ),
+        (
+            lambda c: c.__setitem__("metrics", ConfigRecord({"seconds": "soon"})),
+            "malformed-reply",
+        ),
+    ],
+)
+def test_a_malformed_reply_is_refused_by_name(setup, edit, reason):
+    keys, strategy = setup
+    asked = ask(strategy, [1, 2])
+    replies = [
+        _damaged(answer(asked[1], keys["site-a"], "site-a"), edit),
+        answer(asked[2], keys["site-b"], "site-b"),  # the round goes on with it
+    ]
+    out = strategy.aggregate_train_outcome(replies, asked.values())
+    assert list(out.accepted) == [2]
+    assert f"({reason})" in out.refused[0].reason
