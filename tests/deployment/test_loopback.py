@@ -9,6 +9,7 @@ stopped at the end, also when the test fails.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -221,11 +222,16 @@ def test_loopback_deployment(tmp_path, processes, monkeypatch):
     )
     assert accepted == sorted(set(SITES) - {VICTIM})
     by_node = {int(s["node_id"]): s for s in summary["sites"]}
-    assert by_node[node_ids[VICTIM]]["status"] == "unreachable", by_node
-    # Flower's own "Node Unavailable" error reply comes from the SuperLink (node id
-    # 1), not from the dead node; rounds.py records it as a row of its own.
-    superlink_rows = by_node.pop(SUPERLINK_NODE_ID, None)
-    assert superlink_rows is None or "Node Unavailable" in superlink_rows["reason"]
+    victim = by_node[node_ids[VICTIM]]
+    assert victim["status"] == "unreachable", by_node
+    # Flower's "Node Unavailable" error reply comes from the SuperLink (node id 1);
+    # rounds.split_unavailable files it under the dead node it answers for, so
+    # the store has no row for the SuperLink. Which of the two a dead node gets
+    # depends on when the SuperLink notices it: both say why, neither is silent.
+    assert SUPERLINK_NODE_ID not in by_node, by_node
+    assert re.search(
+        r"(?i)node unavailable|no reply before the timeout", victim["reason"]
+    )
     assert set(by_node) == set(node_ids.values())
     metrics = summary["metrics"]
     for scope in ("central", "federated"):

@@ -11,6 +11,7 @@ from flwr.simulation import run_simulation
 from coordinator.server_app import create_server_app
 from medsynth_fl.config import load_config
 from medsynth_fl.models.registry import build_generator
+from medsynth_fl.package import read_package
 from medsynth_fl.package.manifest import parse_manifest
 from simulation.flower_env import ray_tmpdir
 from simulation.prepare import prepare_simulation
@@ -109,6 +110,14 @@ def test_simulation_sites_send_only_generator_weights_and_metrics(
         expected = build_generator(manifest.architecture.name, kw).state_dict()
         sent = content["generator"]
         assert set(sent) == set(expected)  # nothing outside the generator's state dict
+        # the independent oracle: key for key, what the site sent is the state
+        # dict of the generator it condensed (its own package file on disk)
+        site = str(content["package"]["site-id"])
+        (own_path,) = (layout.sites_dir / site / "work").glob("*/generator.msfl")
+        own = read_package(own_path).build_generator().state_dict()
+        assert set(sent) == set(own)
+        for key, array in sent.items():
+            np.testing.assert_array_equal(array.numpy(), own[key].numpy(), key)
         for key, array in sent.items():
             a = array.numpy()
             assert a.shape == tuple(expected[key].shape)
