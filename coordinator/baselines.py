@@ -34,6 +34,10 @@ from .store import RunStore
 
 log = logging.getLogger(__name__)
 
+# The ClientApp's named actions the baselines address (Flower's "<category>.<action>")
+FEDAVG_ACTION = f"{MessageType.TRAIN}.fedavg"
+LOCAL_ONLY_ACTION = f"{MessageType.QUERY}.local_only"
+
 
 def _reply_digest(msg: Message) -> str:
     """sha256 of a train reply's arrays and metrics: its key in the canonical order."""
@@ -68,6 +72,20 @@ class OrderedFedAvg(FedAvg):
         failed = [m for m in replies if m.has_error()]
         return super().aggregate_train(server_round, ok + failed)
 
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's train messages, addressed to the sites' ``train.fedavg`` action."""
+        return [
+            Message(
+                m.content,
+                dst_node_id=m.metadata.dst_node_id,
+                message_type=FEDAVG_ACTION,
+                group_id=m.metadata.group_id,
+            )
+            for m in super().configure_train(server_round, arrays, config, grid)
+        ]
+
 
 def run_fedavg(
     grid: Grid, cfg: Config, store: RunStore, test_set: Path | None, seed: int
@@ -97,7 +115,6 @@ def run_fedavg(
     )
     train_config = ConfigRecord(
         {
-            "task": "fedavg",
             "local-steps": cfg.federation.baseline_local_steps,
             "seed": seed,
         }
@@ -122,12 +139,12 @@ def run_local_only(
 ) -> dict[str, dict[str, float]]:
     """Every site trains the ViT on its own images and tests it on its own split."""
     nodes = list(grid.get_node_ids())
-    config = ConfigRecord({"task": "local-only", "seed": seed})
+    config = ConfigRecord({"seed": seed})
     messages = [
         Message(
             RecordDict({"config": config}),
             dst_node_id=n,
-            message_type=MessageType.TRAIN,
+            message_type=LOCAL_ONLY_ACTION,
         )
         for n in nodes
     ]

@@ -56,13 +56,8 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         """Condense this site's images (or reuse its package); reply with the package.
 
-        The request's ``task`` may instead ask for a baseline: ``fedavg`` (local
-        steps on the sent ViT; only with the site's opt-in) or ``local-only``
-        (train and test at the site; metrics only).
+        The package is bound to this request (run, round, nonce) before it leaves.
         """
-        task = str(msg.content["config"].get("task", "condense"))
-        if task != "condense":
-            return _baseline(msg, context, task)
         t0 = time.monotonic()
         site, cfg = _site_and_config(context, defaults)
         pkg, train_set = condense_site(site, cfg)
@@ -78,6 +73,31 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
             msg, bind_to_request(site, pkg, msg.content["config"]), metrics
         )
 
+    @app.train("fedavg")
+    def fedavg(msg: Message, context: Context) -> Message:
+        """The FedAvg baseline: local steps on the sent ViT, with the site's opt-in."""
+        site, cfg = _site_and_config(context, defaults)
+        config = msg.content["config"]
+        require_baseline_opt_in(site.allow_baselines)
+        sent = msg.content["arrays"]
+        seed = int(config.get("seed", cfg.training.seed))
+        state, n = train_local_vit(
+            cfg,
+            sent.to_torch_state_dict(),
+            int(config["local-steps"]),
+            seed + int(config.get("server-round", 0)),
+        )
+        return baseline_model_reply(
+            msg, sent, state, {"num-examples": n}, site.allow_baselines
+        )
+
+    @app.query("local_only")
+    def local_only(msg: Message, context: Context) -> Message:
+        """The local-only baseline: train and test at the site; metrics only."""
+        _, cfg = _site_and_config(context, defaults)
+        seed = int(msg.content["config"].get("seed", cfg.training.seed))
+        return metrics_reply(msg, local_only_metrics(cfg, seed))
+
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         """Evaluate the received shared ViT on this site's test split.
@@ -91,26 +111,6 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         size = int(config.get("image-size", cfg.data.image_size))
         m = evaluate_shared_vit(clf_cfg, state, int(config["num-classes"]), cfg, size)
         return metrics_reply(msg, m.as_record())
-
-    def _baseline(msg: Message, context: Context, task: str) -> Message:
-        site, cfg = _site_and_config(context, defaults)
-        config = msg.content["config"]
-        seed = int(config.get("seed", cfg.training.seed))
-        if task == "local-only":
-            return metrics_reply(msg, local_only_metrics(cfg, seed))
-        if task != "fedavg":
-            raise ValueError(f"unknown task {task!r}")
-        require_baseline_opt_in(site.allow_baselines)
-        sent = msg.content["arrays"]
-        state, n = train_local_vit(
-            cfg,
-            sent.to_torch_state_dict(),
-            int(config["local-steps"]),
-            seed + int(config.get("server-round", 0)),
-        )
-        return baseline_model_reply(
-            msg, sent, state, {"num-examples": n}, site.allow_baselines
-        )
 
     @app.query("audit")
     def audit(msg: Message, context: Context) -> Message:

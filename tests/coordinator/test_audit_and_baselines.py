@@ -119,8 +119,11 @@ def test_fedavg_baseline_needs_the_sites_opt_in(
     try:
         for folder in sites.iterdir():
             (folder / "node.json").write_text(json.dumps({"allow-baselines": True}))
-        summary = run_coordinator(make_grid(fed), fed, flower_run_id=1)
+        first = make_grid(fed)
+        summary = run_coordinator(first, fed, flower_run_id=1)
         assert 0 <= summary["metrics"]["central"]["auc"] <= 1
+        # Flower's named action: the sites' train.fedavg handler, never condensation
+        assert first.sent_of_type("train.fedavg") and not first.sent_of_type("train")
         (sites / "HAM_rosendahl" / "node.json").unlink()
         assert "HAM_rosendahl" in trained_at
         trained_at.clear()
@@ -140,6 +143,7 @@ def test_local_only_baseline_returns_metrics_only(run_config):
     grid = make_grid(local)
     summary = run_coordinator(grid, local, flower_run_id=1)
     assert len(summary["metrics"]) == 4
+    assert len(grid.sent_of_type("query.local_only")) == len(grid.sent) == 4
     for reply in grid.replies:
         assert list(reply.content) == ["metrics"]
 
