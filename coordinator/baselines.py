@@ -29,6 +29,7 @@ from medsynth_fl.config import Config
 from medsynth_fl.data import load_npz
 from medsynth_fl.evaluation import evaluate_classifier
 from medsynth_fl.models.classifiers import build_classifier
+from medsynth_fl.wire import Key, Record
 
 from .store import RunStore
 
@@ -115,8 +116,8 @@ def run_fedavg(
     )
     train_config = ConfigRecord(
         {
-            "local-steps": cfg.federation.baseline_local_steps,
-            "seed": seed,
+            Key.LOCAL_STEPS: cfg.federation.baseline_local_steps,
+            Key.SEED: seed,
         }
     )
     result = strategy.start(
@@ -139,10 +140,10 @@ def run_local_only(
 ) -> dict[str, dict[str, float]]:
     """Every site trains the ViT on its own images and tests it on its own split."""
     nodes = list(grid.get_node_ids())
-    config = ConfigRecord({"seed": seed})
+    config = ConfigRecord({Key.SEED: seed})
     messages = [
         Message(
-            RecordDict({"config": config}),
+            RecordDict({Record.CONFIG: config}),
             dst_node_id=n,
             message_type=LOCAL_ONLY_ACTION,
         )
@@ -157,6 +158,6 @@ def run_local_only(
                 f"node {node}: local-only baseline failed: {reply.error.reason}",
             )
             continue
-        out[str(node)] = {k: float(v) for k, v in reply.content["metrics"].items()}
+        out[str(node)] = {k: float(v) for k, v in reply.content[Record.METRICS].items()}
         store.put_metrics(f"local-only:node{node}:seed{seed}", out[str(node)])
     return out

@@ -11,6 +11,8 @@ import math
 
 from flwr.app import Message, MetricRecord
 
+from medsynth_fl.wire import Record
+
 MAX_METRICS = 4096  # a site's audit sends ~200; more is a flood, not a report
 
 
@@ -44,9 +46,9 @@ class OversizedReply(ReplyRefused):
 
 def reply_metrics(msg: Message) -> dict[str, float]:
     """The reply's metrics as plain finite floats; refuse anything else by name."""
-    if "metrics" not in msg.content:
+    if Record.METRICS not in msg.content:
         raise MalformedReply("no metrics record")
-    record = msg.content["metrics"]
+    record = msg.content[Record.METRICS]
     if not isinstance(record, MetricRecord):
         raise MalformedReply(
             f"metrics is a {type(record).__name__}, not a MetricRecord"

@@ -23,6 +23,7 @@ from medsynth_fl.config import Config
 from medsynth_fl.data.imageset import ImageSet
 from medsynth_fl.package import GeneratorPackage, read_package, write_package
 from medsynth_fl.privacy import build_package_attacks, gate_limits, leaking_attacks
+from medsynth_fl.wire import Key, Metric, Record
 
 from .dashboard import render_dashboard
 from .pipeline import (
@@ -61,8 +62,8 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> list[int]:
 
 
 def _reply_bytes(msg: Message) -> int:
-    arrays = msg.content["generator"] if "generator" in msg.content else {}
-    config = msg.content["package"] if "package" in msg.content else {}
+    arrays = msg.content[Record.GENERATOR] if Record.GENERATOR in msg.content else {}
+    config = msg.content[Record.PACKAGE] if Record.PACKAGE in msg.content else {}
     return sum(len(a.data) for a in arrays.values()) + sum(
         len(str(v)) for v in config.values()
     )
@@ -120,7 +121,7 @@ def _persist_outcome(
                 m.training.n_images,
                 list(m.classes_present),
                 sizes.get(node, 0),
-                float(metrics.get("seconds", 0.0)),
+                float(metrics.get(Metric.SECONDS, 0.0)),
             )
         )
         store.log("info", f"node {node}: accepted the package of site {m.site_id}")
@@ -175,7 +176,7 @@ def collect_packages(
             if n not in delivered
         ]
         if nodes:
-            request = ConfigRecord({"nodes": nodes, "run-id": store.run_id})
+            request = ConfigRecord({"nodes": nodes, Key.RUN_ID: store.run_id})
             messages = list(strategy.configure_train(1, ArrayRecord(), request, grid))
             replies, unavailable = split_unavailable(
                 list(grid.send_and_receive(messages, timeout=timeout_s)), messages
@@ -202,10 +203,10 @@ def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
     arrays, meta = models.to_state()
     content = RecordDict(
         {
-            "attack": ArrayRecord(
+            Record.ATTACK: ArrayRecord(
                 {k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}
             ),
-            "attack-meta": ConfigRecord(dict(meta)),
+            Record.ATTACK_META: ConfigRecord(dict(meta)),
         }
     )
     return Message(content, dst_node_id=node, message_type="query.audit")
@@ -296,9 +297,9 @@ def federated_evaluate(
     nodes = [n for n in grid.get_node_ids() if n in site_of]
     config = ConfigRecord(
         {
-            "classifier": cfg.classifier.model_dump_json(),
-            "num-classes": len(cfg.data.classes),
-            "image-size": cfg.data.image_size,
+            Key.CLASSIFIER: cfg.classifier.model_dump_json(),
+            Key.NUM_CLASSES: len(cfg.data.classes),
+            Key.IMAGE_SIZE: cfg.data.image_size,
         }
     )
     arrays = ArrayRecord(model.state_dict())
@@ -323,8 +324,11 @@ def federated_evaluate(
     aggregated = strategy.aggregate_evaluate(1, replies)
     result = {k: float(v) for k, v in (aggregated or {}).items()}
     if result:  # Flower's weighted mean drops the weights: keep their total
-        result["num-examples"] = float(
-            sum(dict(m.content["metrics"]).get("num-examples", 0) for m in replies)
+        result[Metric.NUM_EXAMPLES] = float(
+            sum(
+                dict(m.content[Record.METRICS]).get(Metric.NUM_EXAMPLES, 0)
+                for m in replies
+            )
         )
     store.put_metrics("federated", result)
     store.finish_stage("federated_eval", result)

@@ -35,6 +35,7 @@ from medsynth_fl.package import (
     issue_release,
     verify_package,
 )
+from medsynth_fl.wire import Key, Record
 
 from .replies import MalformedReply, ReplyRefused, reply_metrics
 
@@ -64,17 +65,17 @@ def _package_from_reply(
     msg: Message, trusted: KeyRing, max_bytes: int
 ) -> tuple[GeneratorPackage, dict]:
     content = msg.content
-    if "refusal" in content and "generator" not in content:
-        refusal = content["refusal"]
+    if Record.REFUSAL in content and Record.GENERATOR not in content:
+        refusal = content[Record.REFUSAL]
         raise PackageRejected(
             f"withheld by the site's release gate: {refusal.get('reasons', '')}"
         )
-    metrics = reply_metrics(msg) if "metrics" in content else {}
+    metrics = reply_metrics(msg) if Record.METRICS in content else {}
     try:
-        arrays = content["generator"]
-        meta = content["package"]
+        arrays = content[Record.GENERATOR]
+        meta = content[Record.PACKAGE]
         tensors = {k: torch.from_numpy(a.numpy().copy()) for k, a in arrays.items()}
-        manifest, signature = str(meta["manifest"]), str(meta["signature"])
+        manifest, signature = str(meta[Key.MANIFEST]), str(meta[Key.SIGNATURE])
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedReply(f"not a package: {exc!r}") from None
     return verify_package(manifest, signature, tensors, trusted, max_bytes), metrics
@@ -87,7 +88,7 @@ def _claimed_site_id(msg: Message) -> str:
     node says it is; the store records it so the dashboard can name the site.
     """
     try:
-        return str(msg.content["refusal"]["site-id"])
+        return str(msg.content[Record.REFUSAL][Key.SITE_ID])
     except (KeyError, TypeError):
         return ""
 
@@ -122,7 +123,7 @@ class MedSynthStrategy(FedAvg):
         nodes = (
             list(config["nodes"]) if "nodes" in config else list(grid.get_node_ids())
         )
-        run_id = str(config.get("run-id", "run"))
+        run_id = str(config.get(Key.RUN_ID, "run"))
         self.challenges = {}
         messages = []
         for node in nodes:
@@ -131,14 +132,14 @@ class MedSynthStrategy(FedAvg):
             request = ConfigRecord({k: v for k, v in config.items() if k != "nodes"})
             request.update(
                 {
-                    "server-round": server_round,
-                    "run-id": run_id,
-                    "nonce": release.nonce,
+                    Key.SERVER_ROUND: server_round,
+                    Key.RUN_ID: run_id,
+                    Key.NONCE: release.nonce,
                 }
             )
             messages.append(
                 Message(
-                    RecordDict({"config": request}),
+                    RecordDict({Record.CONFIG: request}),
                     dst_node_id=node,
                     message_type=MessageType.TRAIN,
                 )

@@ -17,6 +17,7 @@ from torch import nn
 
 from .data.imageset import ImageSet
 from .models.classifiers import classifier_logits
+from .wire import Metric
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,10 @@ class ClassificationMetrics:
     def as_record(self) -> dict[str, float]:
         """Kebab-case names, as metrics travel in Flower records and the run store."""
         return {
-            "auc": self.auc,
-            "acc": self.acc,
-            "bal-acc": self.bal_acc,
-            "num-examples": self.n,
+            Metric.AUC: self.auc,
+            Metric.ACC: self.acc,
+            Metric.BAL_ACC: self.bal_acc,
+            Metric.NUM_EXAMPLES: self.n,
         }
 
 

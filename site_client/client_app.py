@@ -12,6 +12,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from medsynth_fl.config import ClassifierTrainConfig, from_flower
+from medsynth_fl.wire import Key, Metric, Record
 
 from .egress import (
     baseline_model_reply,
@@ -64,38 +65,38 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         decision = self_audit(site, cfg, pkg, train_set)
         metrics = {
             **decision.metrics,
-            "num-examples": len(train_set),
-            "seconds": time.monotonic() - t0,
+            Metric.NUM_EXAMPLES: len(train_set),
+            Metric.SECONDS: time.monotonic() - t0,
         }
         if not decision.allowed:
             return refusal_reply(msg, site.site_id, decision.reasons, metrics)
         return package_reply(
-            msg, bind_to_request(site, pkg, msg.content["config"]), metrics
+            msg, bind_to_request(site, pkg, msg.content[Record.CONFIG]), metrics
         )
 
     @app.train("fedavg")
     def fedavg(msg: Message, context: Context) -> Message:
         """The FedAvg baseline: local steps on the sent ViT, with the site's opt-in."""
         site, cfg = _site_and_config(context, defaults)
-        config = msg.content["config"]
+        config = msg.content[Record.CONFIG]
         require_baseline_opt_in(site.allow_baselines)
-        sent = msg.content["arrays"]
-        seed = int(config.get("seed", cfg.training.seed))
+        sent = msg.content[Record.ARRAYS]
+        seed = int(config.get(Key.SEED, cfg.training.seed))
         state, n = train_local_vit(
             cfg,
             sent.to_torch_state_dict(),
-            int(config["local-steps"]),
-            seed + int(config.get("server-round", 0)),
+            int(config[Key.LOCAL_STEPS]),
+            seed + int(config.get(Key.SERVER_ROUND, 0)),
         )
         return baseline_model_reply(
-            msg, sent, state, {"num-examples": n}, site.allow_baselines
+            msg, sent, state, {Metric.NUM_EXAMPLES: n}, site.allow_baselines
         )
 
     @app.query("local_only")
     def local_only(msg: Message, context: Context) -> Message:
         """The local-only baseline: train and test at the site; metrics only."""
         _, cfg = _site_and_config(context, defaults)
-        seed = int(msg.content["config"].get("seed", cfg.training.seed))
+        seed = int(msg.content[Record.CONFIG].get(Key.SEED, cfg.training.seed))
         return metrics_reply(msg, local_only_metrics(cfg, seed))
 
     @app.evaluate()
@@ -105,19 +106,19 @@ def create_client_app(run_config_defaults: dict | None = None) -> ClientApp:
         Reply with metrics.
         """
         _, cfg = _site_and_config(context, defaults)
-        config = msg.content["config"]
-        clf_cfg = ClassifierTrainConfig.model_validate_json(str(config["classifier"]))
-        state = msg.content["arrays"].to_torch_state_dict()
-        size = int(config.get("image-size", cfg.data.image_size))
-        m = evaluate_shared_vit(clf_cfg, state, int(config["num-classes"]), cfg, size)
+        config = msg.content[Record.CONFIG]
+        clf_cfg = ClassifierTrainConfig.model_validate_json(str(config[Key.CLASSIFIER]))
+        state = msg.content[Record.ARRAYS].to_torch_state_dict()
+        size = int(config.get(Key.IMAGE_SIZE, cfg.data.image_size))
+        m = evaluate_shared_vit(clf_cfg, state, int(config[Key.NUM_CLASSES]), cfg, size)
         return metrics_reply(msg, m.as_record())
 
     @app.query("audit")
     def audit(msg: Message, context: Context) -> Message:
         """Score local members vs non-members with the coordinator's attack models."""
         site, cfg = _site_and_config(context, defaults)
-        arrays = {k: v.numpy() for k, v in msg.content["attack"].items()}
-        meta = {k: _plain(v) for k, v in msg.content["attack-meta"].items()}
+        arrays = {k: v.numpy() for k, v in msg.content[Record.ATTACK].items()}
+        meta = {k: _plain(v) for k, v in msg.content[Record.ATTACK_META].items()}
         return metrics_reply(msg, audit_for_coordinator(site, cfg, arrays, meta))
 
     return app

@@ -16,21 +16,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from medsynth_fl.package import GeneratorPackage
 from medsynth_fl.package.io import expected_tensors, weights_sha256
 from medsynth_fl.privacy.report import ROC_METRIC_SUFFIXES
-
-PACKAGE_CONFIG_KEYS = frozenset({"manifest", "signature", "site-id"})
-REFUSAL_CONFIG_KEYS = frozenset({"site-id", "reasons"})
-METRIC_KEYS = frozenset(
-    {
-        "num-examples",
-        "seconds",
-        "auc",
-        "acc",
-        "bal-acc",
-        "gate-allowed",
-        "memorization-rate",
-        "rejection-rate",
-    }
+from medsynth_fl.wire import (
+    METRIC_KEYS,
+    Key,
+    Record,
 )
+
 AUDIT_METRIC_SUFFIXES = (
     "/acc",
     "/auc",
@@ -99,15 +90,15 @@ def package_reply(
     """Reply to a train request with the package and aggregate metrics only."""
     content = RecordDict(
         {
-            "generator": _check_package(pkg),
-            "package": ConfigRecord(
+            Record.GENERATOR: _check_package(pkg),
+            Record.PACKAGE: ConfigRecord(
                 {
-                    "manifest": pkg.manifest.canonical_bytes().decode(),
-                    "signature": pkg.signature_b64,
-                    "site-id": pkg.manifest.site_id,
+                    Key.MANIFEST: pkg.manifest.canonical_bytes().decode(),
+                    Key.SIGNATURE: pkg.signature_b64,
+                    Key.SITE_ID: pkg.manifest.site_id,
                 }
             ),
-            "metrics": _check_metrics(metrics),
+            Record.METRICS: _check_metrics(metrics),
         }
     )
     return Message(content, reply_to=msg)
@@ -126,8 +117,8 @@ def refusal_reply(
         raise EgressViolation("refusal reasons are too long to be aggregate metadata")
     content = RecordDict(
         {
-            "refusal": ConfigRecord({"site-id": site_id, "reasons": text}),
-            "metrics": _check_metrics(metrics),
+            Record.REFUSAL: ConfigRecord({Key.SITE_ID: site_id, Key.REASONS: text}),
+            Record.METRICS: _check_metrics(metrics),
         }
     )
     return Message(content, reply_to=msg)
@@ -173,7 +164,8 @@ def baseline_model_reply(
         }
     )
     return Message(
-        RecordDict({"arrays": arrays, "metrics": _check_metrics(metrics)}), reply_to=msg
+        RecordDict({Record.ARRAYS: arrays, Record.METRICS: _check_metrics(metrics)}),
+        reply_to=msg,
     )
 
 
@@ -182,4 +174,4 @@ def metrics_reply(msg: Message, metrics: dict[str, float]) -> Message:
 
     For evaluation, audits, a refusal's reasons in logs.
     """
-    return Message(RecordDict({"metrics": _check_metrics(metrics)}), reply_to=msg)
+    return Message(RecordDict({Record.METRICS: _check_metrics(metrics)}), reply_to=msg)

@@ -45,6 +45,7 @@ from medsynth_fl.training.classifier import ClassifierTrainer
 from medsynth_fl.training.condense import PACKAGE_NAME, Condenser
 from medsynth_fl.training.distributed import DistInfo
 from medsynth_fl.training.loop import LoopContext
+from medsynth_fl.wire import Key, Metric
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +175,13 @@ def bind_to_request(
     The coordinator refuses an unbound package; a request without a nonce (an
     older coordinator) gets the package as it is.
     """
-    if "nonce" not in config:
+    if Key.NONCE not in config:
         return pkg
     try:
         release = Release(
-            run_id=str(config["run-id"]),
-            round=int(config["server-round"]),
-            nonce=str(config["nonce"]),
+            run_id=str(config[Key.RUN_ID]),
+            round=int(config[Key.SERVER_ROUND]),
+            nonce=str(config[Key.NONCE]),
         )
     except (KeyError, ValueError) as exc:
         raise ValueError(f"the coordinator's request is malformed: {exc}") from None
@@ -256,8 +257,8 @@ def self_audit(
     write_report_json(report, work / "release_audit.json", gate)
     metrics = {
         **audit_metrics(report),
-        "gate-allowed": float(gate.allowed),
-        "memorization-rate": float(report.memorization.get("pixel", 0.0)),
+        Metric.GATE_ALLOWED: float(gate.allowed),
+        Metric.MEMORIZATION_RATE: float(report.memorization.get("pixel", 0.0)),
     }
     if not gate.allowed:
         log.warning(
