@@ -1,4 +1,4 @@
-"""Fuzz the generator-package loader: ≥ 10,000 mutated packages, every one refused by name.
+"""Fuzz the package loader: ≥ 10,000 mutated packages, each one refused by name.
 
 Seeds: two packages of the tiny preset's generator architecture, signed by two
 sites (``medsynth_fl.package.fuzz.make_seeds``). Each case applies one mutator

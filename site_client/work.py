@@ -242,7 +242,7 @@ def self_audit(
         return ReleaseDecision(**json.loads(cached.read_text()))
     _, test = load_train_test(cfg.data)
     models = build_package_attacks(
-        pkg, cfg.audit, cfg.training.seed, generator_only=False
+        pkg, cfg.audit, cfg.training.seed, train_models=False
     )
     critic = load_critic(work / "site_local" / "critic.safetensors")
     report = run_audit(

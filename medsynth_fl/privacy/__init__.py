@@ -2,26 +2,23 @@
 
 ``signals`` computes per-sample signals, ``attacks`` turns them into
 membership scores (larger = member), ``metrics`` evaluates them, ``report``
-renders the results; ``audit`` orchestrates the whole and ``memorization``
-holds seed 001's copy check and rejection filter.
+renders the results; ``audit`` is the one entry point that builds the attacks
+and runs them, ``gate`` decides whether a generator may be released, and
+``memorization`` holds seed 001's copy check and rejection filter.
 """
 
 from .attack_models import AttackModels, AttackStateError
 from .audit import (
     AuditReport,
-    GateDecision,
-    auc_leaks,
     build_generator_only_attacks,
     build_package_attacks,
     build_reference_attacks,
-    gate_limits,
-    release_gate,
     run_audit,
     score_candidates,
     select_candidates,
-    tpr_leaks,
 )
 from .features import RandomConvFeatures
+from .gate import GateDecision, auc_leaks, gate_limits, release_gate, tpr_leaks
 from .memorization import RejectionResult, memorization_rate, reject_memorized
 from .metrics import AttackResult, ChanceLevel, evaluate_attack, p1d, permutation_chance
 from .report import (

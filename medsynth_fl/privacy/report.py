@@ -18,7 +18,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .audit import AuditReport, GateDecision, auc_leaks, tpr_leaks
+from .audit import AuditReport
+from .gate import GateDecision, auc_leaks, tpr_leaks
 from .metrics import AttackResult, ChanceLevel, null_roc_band, tpr_at_fpr
 
 SUMMARY_FIELDS = {

@@ -11,13 +11,11 @@ from medsynth_fl.models.cgan import ConditionalResNetGenerator
 from medsynth_fl.privacy.attack_models import AttackModels, AttackStateError
 from medsynth_fl.privacy.audit import (
     AuditReport,
-    auc_leaks,
     build_generator_only_attacks,
-    release_gate,
     run_audit,
     score_candidates,
-    tpr_leaks,
 )
+from medsynth_fl.privacy.gate import auc_leaks, release_gate, tpr_leaks
 from medsynth_fl.privacy.metrics import evaluate_attack
 from medsynth_fl.privacy.report import audit_metrics, leaking_attacks
 

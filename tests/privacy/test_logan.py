@@ -8,11 +8,8 @@ import torch.nn.functional as F
 from medsynth_fl.data.imageset import images_from_tensor
 from medsynth_fl.models import AttentionGenerator, Critic
 from medsynth_fl.privacy.attacks import logan
-from medsynth_fl.privacy.audit import (
-    build_generator_only_attacks,
-    release_gate,
-    run_audit,
-)
+from medsynth_fl.privacy.audit import build_generator_only_attacks, run_audit
+from medsynth_fl.privacy.gate import release_gate
 from medsynth_fl.privacy.metrics import evaluate_attack
 from medsynth_fl.privacy.signals import critic_scores
 from medsynth_fl.training.batches import BatchSampler

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from medsynth_fl.privacy.audit import AuditReport, GateDecision
+from medsynth_fl.privacy.audit import AuditReport
+from medsynth_fl.privacy.gate import GateDecision
 from medsynth_fl.privacy.metrics import evaluate_attack, null_control, tpr_at_fpr
 from medsynth_fl.privacy.report import (
     ROC_FPR_GRID,
