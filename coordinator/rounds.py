@@ -1,12 +1,12 @@
-"""The MedSynth round.
+"""The MedSynth round, stage by stage.
 
-Collect and verify generators, sample, train the shared ViT, evaluate it centrally
-and at the sites. Every result is persisted as it arrives.
+Collect and verify generators, audit them at their sites, sample, train the
+shared ViT, evaluate it centrally and at the sites. Every result is persisted
+as it arrives (:mod:`coordinator.recording`), so each stage resumes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from torch import nn
 
 from medsynth_fl.config import Config
 from medsynth_fl.data.imageset import ImageSet
-from medsynth_fl.package import GeneratorPackage, read_package, write_package
+from medsynth_fl.package import GeneratorPackage, read_package
 from medsynth_fl.privacy import build_package_attacks, gate_limits, leaking_attacks
 from medsynth_fl.wire import Key, Metric, Record
 
@@ -32,8 +31,9 @@ from .pipeline import (
     site_contributions,
     train_shared_vit,
 )
+from .recording import quarantine, record_train_outcome, split_unavailable
 from .replies import ReplyRefused, reply_metrics
-from .store import CENTRAL_REPORT, RunStore, SiteRecord
+from .store import CENTRAL_REPORT, RunStore
 from .strategy import MedSynthStrategy
 
 log = logging.getLogger(__name__)
@@ -61,105 +61,6 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout_s: float) -> list[int]:
     return nodes
 
 
-def _reply_bytes(msg: Message) -> int:
-    arrays = msg.content[Record.GENERATOR] if Record.GENERATOR in msg.content else {}
-    config = msg.content[Record.PACKAGE] if Record.PACKAGE in msg.content else {}
-    return sum(len(a.data) for a in arrays.values()) + sum(
-        len(str(v)) for v in config.values()
-    )
-
-
-def split_unavailable(
-    replies: list[Message], sent: list[Message]
-) -> tuple[list[Message], dict[int, str]]:
-    """Separate the SuperLink's own "node unavailable" error replies.
-
-    Flower answers for an offline node itself (source = the SuperLink), so the
-    node is found again through the id of the request it answers.
-    """
-    dst = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
-    own, unavailable = [], {}
-    for msg in replies:
-        if msg.has_error() and msg.metadata.src_node_id == SUPERLINK_NODE_ID:
-            node = dst.get(msg.metadata.reply_to_message_id, SUPERLINK_NODE_ID)
-            unavailable[node] = msg.error.reason
-        else:
-            own.append(msg)
-    return own, unavailable
-
-
-def _persist_outcome(
-    store: RunStore,
-    strategy: MedSynthStrategy,
-    replies: list[Message],
-    sent: list[Message],
-    unavailable: dict[int, str],
-) -> None:
-    asked = [m.metadata.dst_node_id for m in sent]
-    for node, reason in unavailable.items():
-        store.record_site(
-            SiteRecord(node, "", "unreachable", reason, "", "", 0, [], 0, 0.0)
-        )
-        store.log("warning", f"node {node}: unreachable: {reason}")
-    outcome = strategy.aggregate_train_outcome(replies, sent)
-    sizes = {
-        m.metadata.src_node_id: _reply_bytes(m) for m in replies if not m.has_error()
-    }
-    for node, (pkg, metrics) in outcome.accepted.items():
-        path = write_package(
-            pkg, store.dir / "packages" / f"{pkg.manifest.site_id}.msfl"
-        )
-        m = pkg.manifest
-        store.record_site(
-            SiteRecord(
-                node,
-                m.site_id,
-                "accepted",
-                "",
-                str(path),
-                m.weights.sha256,
-                m.training.n_images,
-                list(m.classes_present),
-                sizes.get(node, 0),
-                float(metrics.get(Metric.SECONDS, 0.0)),
-            )
-        )
-        store.log("info", f"node {node}: accepted the package of site {m.site_id}")
-    for r in outcome.refused:
-        store.record_site(
-            SiteRecord(
-                r.node_id,
-                r.site_id,
-                "rejected",
-                r.reason,
-                "",
-                "",
-                0,
-                [],
-                sizes.get(r.node_id, 0),
-                0.0,
-            )
-        )
-        store.log("warning", f"node {r.node_id}: refused: {r.reason}")
-    replied = {m.metadata.src_node_id for m in replies} | set(unavailable)
-    for node in sorted(set(asked) - replied):
-        store.record_site(
-            SiteRecord(
-                node,
-                "",
-                "unreachable",
-                "no reply before the timeout",
-                "",
-                "",
-                0,
-                [],
-                0,
-                0.0,
-            )
-        )
-        store.log("warning", f"node {node}: no reply before the timeout")
-
-
 def collect_packages(
     grid: Grid,
     strategy: MedSynthStrategy,
@@ -181,7 +82,7 @@ def collect_packages(
             replies, unavailable = split_unavailable(
                 list(grid.send_and_receive(messages, timeout=timeout_s)), messages
             )
-            _persist_outcome(store, strategy, replies, messages, unavailable)
+            record_train_outcome(store, strategy, replies, messages, unavailable)
     accepted = store.sites("accepted")
     if len(accepted) < cfg.federation.min_sites:
         raise NotEnoughSites(
@@ -210,13 +111,6 @@ def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
         }
     )
     return Message(content, dst_node_id=node, message_type="query.audit")
-
-
-def _quarantine(store: RunStore, site: str, reason: str) -> None:
-    """Keep an accepted site's generator out of the shared model, saying why."""
-    rec = next(r for r in store.sites("accepted") if r.site_id == site)
-    store.record_site(dataclasses.replace(rec, status="quarantined", reason=reason))
-    store.log("warning", f"site {site}: quarantined ({reason})")
 
 
 def federated_audit(
@@ -262,7 +156,7 @@ def federated_audit(
             metrics = reply_metrics(msg)
         except ReplyRefused as exc:
             # an audit that cannot be read cannot clear the generator
-            _quarantine(store, site, f"federated audit: {exc}")
+            quarantine(store, site, f"federated audit: {exc}")
             continue
         store.put_metrics(f"audit:{site}", metrics)
         leaks = leaking_attacks(
@@ -270,7 +164,7 @@ def federated_audit(
         )
         if leaks:
             limits = gate_limits(cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
-            _quarantine(
+            quarantine(
                 store, site, f"federated audit: {', '.join(leaks)} leak ({limits})"
             )
     store.finish_stage("audit")

@@ -225,7 +225,7 @@ def test_loopback_deployment(tmp_path, processes, monkeypatch):
     victim = by_node[node_ids[VICTIM]]
     assert victim["status"] == "unreachable", by_node
     # Flower's "Node Unavailable" error reply comes from the SuperLink (node id 1);
-    # rounds.split_unavailable files it under the dead node it answers for, so
+    # recording.split_unavailable files it under the dead node it answers for, so
     # the store has no row for the SuperLink. Which of the two a dead node gets
     # depends on when the SuperLink notices it: both say why, neither is silent.
     assert SUPERLINK_NODE_ID not in by_node, by_node
