@@ -21,6 +21,7 @@ from .egress import (
     refusal_reply,
     require_baseline_opt_in,
 )
+from .plan import site_from_node_config
 from .work import (
     audit_for_coordinator,
     bind_to_request,
@@ -28,7 +29,6 @@ from .work import (
     evaluate_shared_vit,
     local_only_metrics,
     self_audit,
-    site_from_node_config,
     train_local_vit,
 )
 

@@ -10,7 +10,7 @@ from medsynth_fl.models.registry import build_generator
 from medsynth_fl.package import create_package, generate_site_key, write_package
 from medsynth_fl.package.manifest import TrainingSummary
 from medsynth_fl.training.condense import PACKAGE_NAME
-from site_client.work import SiteSetup, _cached_package, run_folder
+from site_client.plan import SiteSetup, cached_package, run_folder
 
 NAMES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
 
@@ -63,7 +63,7 @@ def test_a_coordinator_only_change_reuses_the_sites_package(
     changed = load_config("tiny", [override])
     assert changed.digest() != cfg.digest()  # the run's provenance does change
     assert run_folder(site, changed) == run_folder(site, cfg)
-    assert _cached_package(run_folder(site, changed), changed) is not None
+    assert cached_package(run_folder(site, changed), changed) is not None
 
 
 @pytest.mark.parametrize(
@@ -77,4 +77,4 @@ def test_a_change_to_what_makes_the_generator_condenses_again(
     changed = load_config("tiny", [override])
     assert run_folder(site, changed) != run_folder(site, cfg)
     # even a package found in the old folder is not taken for the new config
-    assert _cached_package(run_folder(site, cfg), changed) is None
+    assert cached_package(run_folder(site, cfg), changed) is None
