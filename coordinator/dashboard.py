@@ -43,7 +43,7 @@ ATTACKS = (
 )
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}
-th{background:#f3f3f3}.accepted{color:#0a0}.rejected,.unreachable,.error{color:#c00}
+th{background:#f3f3f3}.accepted{color:#0a0}.rejected,.unreachable,.error,.quarantined{color:#c00}.late{color:#a60}
 img{max-width:100%;border:1px solid #ddd}figure{display:inline-block;margin:.5em}
 img.grid{width:680px;image-rendering:pixelated}nav a{margin-right:1em}
 section.site{border-top:2px solid #ccc;margin-top:2em}"""

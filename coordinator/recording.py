@@ -18,6 +18,8 @@ from medsynth_fl.wire import Metric, Record
 from .store import RunStore, SiteRecord
 from .strategy import MedSynthStrategy
 
+LATE_REASON = "answered after the timeout: package verified and stored, not used"
+
 
 def reply_bytes(msg: Message) -> int:
     """Bytes of a package reply's tensors and config values (what a site sent)."""
@@ -53,8 +55,13 @@ def record_train_outcome(
     replies: list[Message],
     sent: list[Message],
     unavailable: dict[int, str],
+    accepted_as: str = "accepted",
 ) -> None:
-    """Record every asked node's outcome: accepted, refused, or unreachable."""
+    """Record every asked node's outcome: accepted, refused, or unreachable.
+
+    ``accepted_as="late"`` records verified packages that came after the
+    round's timeout: stored, so nothing is lost, but not used in this round.
+    """
     asked = [m.metadata.dst_node_id for m in sent]
     for node, reason in unavailable.items():
         store.record_site(
@@ -74,8 +81,8 @@ def record_train_outcome(
             SiteRecord(
                 node,
                 m.site_id,
-                "accepted",
-                "",
+                accepted_as,
+                "" if accepted_as == "accepted" else LATE_REASON,
                 str(path),
                 m.weights.sha256,
                 m.training.n_images,
@@ -84,7 +91,7 @@ def record_train_outcome(
                 float(metrics.get(Metric.SECONDS, 0.0)),
             )
         )
-        store.log("info", f"node {node}: accepted the package of site {m.site_id}")
+        store.log("info", f"node {node}: {accepted_as} package of site {m.site_id}")
     for r in outcome.refused:
         store.record_site(
             SiteRecord(
@@ -118,6 +125,14 @@ def record_train_outcome(
             )
         )
         store.log("warning", f"node {node}: no reply before the timeout")
+
+
+def unanswered(
+    sent: list[Message], replies: list[Message], unavailable: dict[int, str]
+) -> list[Message]:
+    """The requests no reply answered in time (their replies may still come)."""
+    replied = {m.metadata.src_node_id for m in replies} | set(unavailable)
+    return [m for m in sent if m.metadata.dst_node_id not in replied]
 
 
 def quarantine(store: RunStore, site: str, reason: str) -> None:

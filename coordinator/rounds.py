@@ -31,9 +31,14 @@ from .pipeline import (
     site_contributions,
     train_shared_vit,
 )
-from .recording import quarantine, record_train_outcome, split_unavailable
+from .recording import (
+    quarantine,
+    record_train_outcome,
+    split_unavailable,
+    unanswered,
+)
 from .replies import ReplyRefused, reply_metrics
-from .store import CENTRAL_REPORT, RunStore
+from .store import CENTRAL_REPORT, PENDING_REQUESTS, RunStore
 from .strategy import MedSynthStrategy
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,15 @@ def collect_packages(
                 list(grid.send_and_receive(messages, timeout=timeout_s)), messages
             )
             record_train_outcome(store, strategy, replies, messages, unavailable)
+            store.write_json(
+                PENDING_REQUESTS,
+                {
+                    "message_ids": [
+                        m.metadata.message_id
+                        for m in unanswered(messages, replies, unavailable)
+                    ]
+                },
+            )
     accepted = store.sites("accepted")
     if len(accepted) < cfg.federation.min_sites:
         raise NotEnoughSites(
@@ -111,6 +125,35 @@ def _audit_message(pkg: GeneratorPackage, node: int, cfg: Config) -> Message:
         }
     )
     return Message(content, dst_node_id=node, message_type="query.audit")
+
+
+def collect_late_replies(
+    grid: Grid, strategy: MedSynthStrategy, store: RunStore
+) -> int:
+    """Pick up generator replies that came after the timeout; record them as late.
+
+    Flower keeps a reply on the SuperLink until it is pulled, so a site that
+    finished condensing after the round's timeout has not lost its work: its
+    package is verified (signature, binding to the request it answers) and
+    stored with status ``late``, for the consortium to see and a later run to
+    use. It is not used in this round, whose shared model is already trained.
+    Returns how many late replies came.
+    """
+    pending = (store.read_json(PENDING_REQUESTS) or {}).get("message_ids", [])
+    if not pending:
+        return 0
+    late, _ = split_unavailable(list(grid.pull_messages(pending)), [])
+    taken = {r.site_id for r in store.sites() if r.status in ("accepted", "late")}
+    fresh = [m for m in late if _claimed_or_sent_site(m) not in taken]
+    if fresh:
+        record_train_outcome(store, strategy, fresh, [], {}, accepted_as="late")
+    store.write_json(PENDING_REQUESTS, {"message_ids": []})
+    return len(fresh)
+
+
+def _claimed_or_sent_site(msg: Message) -> str:
+    package = msg.content[Record.PACKAGE] if Record.PACKAGE in msg.content else {}
+    return str(package.get(Key.SITE_ID, "")) if package else ""
 
 
 def federated_audit(
@@ -265,6 +308,7 @@ def run_medsynth(
         store.finish_stage("central_eval")
     site_contributions(store, model, condensed, settings.test_set, cfg)
     federated_evaluate(grid, strategy, store, model, cfg, settings.timeout_s)
+    collect_late_replies(grid, strategy, store)
     store.set_status("finished")
     summary = {
         "run_id": store.run_id,

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
 # JSON documents of a run, in its folder (read by the dashboard)
 CONTRIBUTIONS = "contributions.json"  # site contributions and sample quality
 CENTRAL_REPORT = "central_eval.json"  # shared model: per-class metrics, confusion
+PENDING_REQUESTS = "pending_requests.json"  # generator requests not answered in time
 
 
 def _now() -> str:

@@ -5,6 +5,7 @@ Persistence, resume, failures.
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,12 +123,25 @@ def test_restart_mid_training_resumes_the_shared_vit_and_matches(
     assert summary["metrics"]["central"] == ref["metrics"]["central"]
 
 
-def test_unreachable_site_is_recorded_and_the_round_goes_on(run_config):
-    grid = make_grid(run_config, unreachable={103})
+def test_unreachable_and_late_sites_are_recorded_and_the_round_goes_on(run_config):
+    grid = make_grid(run_config, unreachable={103}, late={102})
     summary = run_coordinator(grid, run_config, flower_run_id=1)
     status = {s["node_id"]: s["status"] for s in summary["sites"]}
     assert status[103] == "unreachable"
-    assert sum(v == "accepted" for v in status.values()) == 3
+    assert sum(v == "accepted" for v in status.values()) == 2
+    # the late site's package came after the timeout: verified, stored, not used
+    late = next(s for s in summary["sites"] if s["node_id"] == 102)
+    assert late["status"] == "late" and "after the timeout" in late["reason"]
+    assert Path(late["package_path"]).is_file() and late["weights_sha256"]
+    store = RunStore(run_config["store-dir"], "test-run")
+    condensed = {p.stem for p in (store.dir / "condensed").glob("*.npz")}
+    assert late["site_id"] not in condensed and len(condensed) == 2
+    assert grid.held == {}  # the coordinator pulled the late reply
+    # a rerun of the finished run asks nobody and keeps the late record
+    again = make_grid(run_config)
+    run_coordinator(again, run_config, flower_run_id=1)
+    assert again.sent == []
+    assert {r.node_id: r.status for r in store.sites()}[102] == "late"
 
 
 def garbage_app() -> ClientApp:
