@@ -188,6 +188,9 @@ class MedSynthStrategy(FedAvg):
                 outcome.refused.append(Refusal(node, _claimed_site_id(msg), str(exc)))
                 continue
             site = pkg.manifest.site_id
+            if node in outcome.accepted:  # a restarted site sending again
+                log.info("node %s: sent its package again; kept the first", node)
+                continue
             if site in seen:
                 outcome.refused.append(
                     Refusal(node, site, "another node already sent this site's package")

@@ -283,3 +283,12 @@ def test_a_malformed_reply_is_refused_by_name(setup, edit, reason):
     out = strategy.aggregate_train_outcome(replies, asked.values())
     assert list(out.accepted) == [2]
     assert f"({reason})" in out.refused[0].reason
+
+
+def test_a_site_that_restarts_and_resends_keeps_its_accepted_package(setup):
+    keys, strategy = setup
+    asked = ask(strategy, [1])
+    first = answer(asked[1], keys["site-a"], "site-a")
+    again = answer(asked[1], keys["site-a"], "site-a")  # the same answer, resent
+    out = strategy.aggregate_train_outcome([first, again], asked.values())
+    assert list(out.accepted) == [1] and out.refused == []
