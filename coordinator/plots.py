@@ -17,6 +17,15 @@ import numpy as np  # noqa: E402
 KINDS = (("shapley", "Shapley"), ("loo", "leave-one-out"))
 
 
+def _save(fig, out: Path) -> Path:
+    """Lay out, write ``out`` (folders made) and free the figure."""
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def contribution_bars(contributions: dict, out: Path, value: str = "auc") -> Path:
     """Shapley and leave-one-out values per site, with their 95 % intervals."""
     entry = contributions[value]
@@ -45,11 +54,7 @@ def contribution_bars(contributions: dict, out: Path, value: str = "auc") -> Pat
         fontsize=9,
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def class_heatmap(contributions: dict, out: Path) -> Path:
@@ -89,11 +94,7 @@ def class_heatmap(contributions: dict, out: Path) -> Path:
         "Shapley value of each class's AUC (– : no test positives)", fontsize=9
     )
     fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def confusion_plot(report: dict, out: Path) -> Path:
@@ -102,7 +103,9 @@ def confusion_plot(report: dict, out: Path) -> Path:
     counts = np.array(report["confusion"], dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-    fig, ax = plt.subplots(figsize=(0.6 * len(names) + 2.6, 0.6 * len(names) + 1.6))
+    fig, ax = plt.subplots(
+        figsize=(0.6 * len(names) + 2.6, 0.6 * len(names) + 1.6), dpi=110
+    )
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(names)):
         for j in range(len(names)):
@@ -126,8 +129,4 @@ def confusion_plot(report: dict, out: Path) -> Path:
         "Shared model on the held-out test set (colour: row share)", fontsize=9
     )
     fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
