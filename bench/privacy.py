@@ -136,6 +136,7 @@ def audit(
     if (done := cached_audit(pkg, out)) is not None:
         return done
     from medsynth_fl.privacy import (
+        audit_options,
         build_package_attacks,
         plot_roc,
         run_audit,
@@ -152,7 +153,7 @@ def audit(
         models,
         critic=critic,
         task_accuracy=acc,
-        max_candidates=cfg.audit.max_candidates,
+        **audit_options(cfg.audit),
         seed=cfg.training.seed,
     )
     write_report_json(report, out / "audit.json")

@@ -245,6 +245,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .models.registry import load_critic
     from .package import read_package
     from .privacy import (
+        audit_options,
         build_package_attacks,
         format_with_interval,
         gate_limits,
@@ -269,7 +270,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         nonmembers,
         models,
         critic=critic,
-        max_candidates=cfg.audit.max_candidates,
+        **audit_options(cfg.audit),
         seed=cfg.training.seed,
     )
     gate = release_gate(report, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)

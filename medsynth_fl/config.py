@@ -238,6 +238,8 @@ class AuditConfig(_Section):
     shadow_lr: float = Field(1.0e-4, gt=0)  # Adam, as in phase I
     encoder_lr: float = Field(1.0e-3, gt=0)  # Adam, recovery encoders
     density_k: int = Field(5, ge=1)  # k of the k-NN density (distribution attack)
+    n_bootstrap: int = Field(1000, ge=0)  # resamples of each attack's 95 % intervals
+    n_permutations: int = Field(1000, ge=1)  # label permutations of the chance level
 
 
 class FederationConfig(_Section):

@@ -36,6 +36,7 @@ from medsynth_fl.package import (
 from medsynth_fl.privacy import (
     AttackModels,
     audit_metrics,
+    audit_options,
     build_package_attacks,
     release_gate,
     run_audit,
@@ -154,7 +155,7 @@ def self_audit(
         test,
         models,
         critic=critic,
-        max_candidates=cfg.audit.max_candidates,
+        **audit_options(cfg.audit),
         seed=cfg.training.seed,
     )
     gate = release_gate(report, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
@@ -191,7 +192,7 @@ def audit_for_coordinator(
         train,
         test,
         models,
-        max_candidates=cfg.audit.max_candidates,
+        **audit_options(cfg.audit),
         seed=cfg.training.seed,
     )
     write_report_json(report, work / "federated_audit.json")

@@ -10,6 +10,7 @@ and runs them, ``gate`` decides whether a generator may be released, and
 from .attack_models import AttackModels, AttackStateError
 from .audit import (
     AuditReport,
+    audit_options,
     build_generator_only_attacks,
     build_package_attacks,
     build_reference_attacks,
@@ -44,6 +45,7 @@ __all__ = [
     "RejectionResult",
     "auc_leaks",
     "attack_aucs",
+    "audit_options",
     "audit_metrics",
     "build_generator_only_attacks",
     "build_package_attacks",

@@ -244,6 +244,15 @@ def score_candidates(
     return scores
 
 
+def audit_options(cfg: AuditConfig) -> dict[str, int]:
+    """:func:`run_audit`'s sizes from the audit config (candidates, resamples)."""
+    return {
+        "max_candidates": cfg.max_candidates,
+        "n_bootstrap": cfg.n_bootstrap,
+        "n_permutations": cfg.n_permutations,
+    }
+
+
 @dataclass(frozen=True)
 class AuditReport:
     """Results of one audit.
@@ -328,6 +337,8 @@ def run_audit(
     task_accuracy: float | None = None,
     max_candidates: int | None = None,
     seed: int = 0,
+    n_bootstrap: int = 1000,
+    n_permutations: int = 1000,
 ) -> AuditReport:
     """Run every membership attack and the memorisation check on one generator.
 
@@ -340,6 +351,8 @@ def run_audit(
     task_accuracy : accuracy of the downstream model; enables P1(D).
     max_candidates : score at most this many images per side (fixed-seed choice).
     seed : seed of the candidate choice and of Algorithm 1's subsample.
+    n_bootstrap : resamples of every attack's (and null control's) intervals.
+    n_permutations : label permutations of the chance levels.
 
     Returns
     -------
@@ -359,12 +372,15 @@ def run_audit(
     )
     scores = score_candidates(models, ImageSet.concat([m, n]), critic)
     results = {
-        name: evaluate_attack(name, s[: len(m)], s[len(m) :], seed)
+        name: evaluate_attack(name, s[: len(m)], s[len(m) :], seed, n_bootstrap)
         for name, s in scores.items()
     }
-    chance = permutation_chance(scores, len(m), seed=seed)
+    chance = permutation_chance(scores, len(m), n_permutations, seed=seed)
     null = (
-        {name: null_control(name, s[len(m) :], seed) for name, s in scores.items()}
+        {
+            name: null_control(name, s[len(m) :], seed, n_bootstrap)
+            for name, s in scores.items()
+        }
         if len(n) >= 4
         else {}
     )
