@@ -13,10 +13,11 @@ from medsynth_fl.config import load_config
 from medsynth_fl.models.registry import build_generator
 from medsynth_fl.package import read_package
 from medsynth_fl.package.manifest import parse_manifest
+from medsynth_fl.wire import METRIC_KEYS, PACKAGE_CONFIG_KEYS
 from simulation.flower_env import ray_tmpdir
 from simulation.prepare import prepare_simulation
 from site_client.client_app import create_client_app
-from site_client.egress import AUDIT_METRIC_SUFFIXES, METRIC_KEYS, PACKAGE_CONFIG_KEYS
+from site_client.egress import AUDIT_METRIC_SUFFIXES
 
 
 class RecordingGrid(Grid):
