@@ -46,6 +46,13 @@ from simulation.prepare import SimulationLayout, prepare_simulation  # noqa: E40
 log = logging.getLogger("bench.federated")
 
 
+# Ray runs the four sites' ClientApps two at a time on 2 cores, so the last
+# site starts condensing only when an earlier one is done: the coordinator must
+# wait for the sum, not the largest. At 3600 s (the default) HAM_vidir_molemax,
+# the largest centre, condensed past the timeout and the round went on without it.
+SIMULATION_TIMEOUT_S = 6 * 3600
+
+
 def bench_overrides(shared: Path) -> list[str]:
     """The cpu preset pointed at the shared shards, the HAM centres as sites."""
     return [
@@ -54,6 +61,7 @@ def bench_overrides(shared: Path) -> list[str]:
         f"data.centers={json.dumps(HAM_CENTERS)}",
         "data.empty_class=skip",
         "federation.partition=natural",
+        f"federation.timeout_s={SIMULATION_TIMEOUT_S}",
     ]
 
 
