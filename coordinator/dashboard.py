@@ -242,16 +242,7 @@ def _shared_model(store: RunStore) -> str:
 
 def _events(store: RunStore) -> str:
     stages = "".join(
-        f"<li>{html.escape(stage)} finished</li>"
-        for stage in (
-            "collect",
-            "audit",
-            "sample",
-            "train",
-            "central_eval",
-            "federated_eval",
-        )
-        if store.stage_done(stage) is not None
+        f"<li>{html.escape(stage)} finished</li>" for stage, _ in store.stages()
     )
     events = "".join(
         f"<li>{u} {lvl}: {html.escape(msg)}</li>" for u, lvl, msg in store.events()

@@ -62,7 +62,6 @@ def record_train_outcome(
     ``accepted_as="late"`` records verified packages that came after the
     round's timeout: stored, so nothing is lost, but not used in this round.
     """
-    asked = [m.metadata.dst_node_id for m in sent]
     for node, reason in unavailable.items():
         store.record_site(
             SiteRecord(node, "", "unreachable", reason, "", "", 0, [], 0, 0.0)
@@ -108,8 +107,9 @@ def record_train_outcome(
             )
         )
         store.log("warning", f"node {r.node_id}: refused: {r.reason}")
-    replied = {m.metadata.src_node_id for m in replies} | set(unavailable)
-    for node in sorted(set(asked) - replied):
+    for node in sorted(
+        m.metadata.dst_node_id for m in unanswered(sent, replies, unavailable)
+    ):
         store.record_site(
             SiteRecord(
                 node,

@@ -144,14 +144,15 @@ def collect_late_replies(
         return 0
     late, _ = split_unavailable(list(grid.pull_messages(pending)), [])
     taken = {r.site_id for r in store.sites() if r.status in ("accepted", "late")}
-    fresh = [m for m in late if _claimed_or_sent_site(m) not in taken]
+    fresh = [m for m in late if _package_site_id(m) not in taken]
     if fresh:
         record_train_outcome(store, strategy, fresh, [], {}, accepted_as="late")
     store.write_json(PENDING_REQUESTS, {"message_ids": []})
     return len(fresh)
 
 
-def _claimed_or_sent_site(msg: Message) -> str:
+def _package_site_id(msg: Message) -> str:
+    """The site id a package reply names, unverified ("" for any other reply)."""
     package = msg.content[Record.PACKAGE] if Record.PACKAGE in msg.content else {}
     return str(package.get(Key.SITE_ID, "")) if package else ""
 

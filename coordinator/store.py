@@ -212,6 +212,15 @@ class RunStore:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def stages(self) -> list[tuple[str, str]]:
+        """(stage, finished_utc) of every finished stage, in the order they finished."""
+        with self._db() as db:
+            return db.execute(
+                "SELECT stage, finished_utc FROM stages WHERE run_id=? "
+                "ORDER BY finished_utc, rowid",
+                (self.run_id,),
+            ).fetchall()
+
     def put_metrics(self, scope: str, values: dict[str, float]) -> None:
         """Store metrics under a scope (``central``, ``federated``, ``site:<id>``…)."""
         with self._db() as db:
