@@ -43,7 +43,8 @@ from medsynth_fl.data.imageset import ImageSet  # noqa: E402
 from medsynth_fl.runinfo import git_revision, machine_description  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
-CACHE_VERSION = 3  # 2: bootstrap intervals, balanced task accuracy; 3: chance
+CACHE_VERSION = 4  # 2: bootstrap intervals, balanced task accuracy; 3: chance;
+# 4: null control, gate decision, build timings, hinge shadow GAN
 ATTACK_OVERRIDES = [
     "audit.n_generated=2000",
     "audit.shadow_steps=400",
@@ -125,13 +126,16 @@ def audit(
     cfg: Config,
     task: Callable[[], tuple[float, float]] | None,
     out: Path,
+    check_shadow_loss: bool = False,
 ) -> dict:
     """Build the generator-only attacks and run every attack.
 
     ``task`` measures the downstream ViT's (accuracy, balanced accuracy) for
     P1(D); it is called only when the audit is not cached, as it trains a ViT.
-    Write the report, the ROC plot and a cache keyed by the package's weights
-    hash, so that a resumed benchmark does not audit the same generator twice.
+    Write the report (with the release gate's decision), the ROC plot and a
+    cache keyed by the package's weights hash, so that a resumed benchmark does
+    not audit the same generator twice. ``check_shadow_loss`` also scores
+    black-box LOGAN with the seed's WGAN-GP shadow GAN (:func:`shadow_loss_check`).
     """
     if (done := cached_audit(pkg, out)) is not None:
         return done
@@ -139,6 +143,7 @@ def audit(
         audit_options,
         build_package_attacks,
         plot_roc,
+        release_gate,
         run_audit,
         write_report_json,
     )
@@ -146,7 +151,9 @@ def audit(
 
     acc, balanced_acc = task() if task is not None else (None, None)
 
+    t_build = time.monotonic()
     models = build_package_attacks(pkg, cfg.audit, cfg.training.seed)
+    build_seconds = time.monotonic() - t_build
     report = run_audit(
         members,
         nonmembers,
@@ -156,7 +163,8 @@ def audit(
         **audit_options(cfg.audit),
         seed=cfg.training.seed,
     )
-    write_report_json(report, out / "audit.json")
+    gate = release_gate(report, cfg.audit.max_auc, cfg.audit.max_tpr_at_1pct_fpr)
+    write_report_json(report, out / "audit.json", gate)
     plot_roc(report.results, out / "roc.png", title=out.name)
     attacks = {
         name: result_to_dict(r, include_roc=False)
@@ -166,10 +174,21 @@ def audit(
         "attacks": attacks,
         "memorization": report.memorization,
         "chance": {k: chance_to_dict(c) for k, c in report.chance.items()},
+        "null_control": {
+            name: result_to_dict(r, include_roc=False)
+            for name, r in sorted(report.null_control.items())
+        },
+        "gate": {"allowed": gate.allowed, "reasons": gate.reasons, "notes": gate.notes},
+        "attack_build_seconds": round(build_seconds, 1),
+        "attack_build_parts": models.build_seconds,
         "p1d": report.p1d,
         "task_accuracy": acc,
         "task_balanced_accuracy": balanced_acc,
     }
+    if check_shadow_loss:
+        result["shadow_loss_check"] = shadow_loss_check(
+            models, members, nonmembers, cfg
+        )
     (out / "bench_audit.json").write_text(
         json.dumps(
             {
@@ -182,12 +201,70 @@ def audit(
     return result
 
 
+def shadow_loss_check(
+    models, members: ImageSet, nonmembers: ImageSet, cfg: Config
+) -> dict:
+    """Black-box LOGAN with each shadow-GAN loss, on the same candidates.
+
+    The audit trains the shadow GAN with the hinge loss and a spectrally
+    normalised critic (no gradient penalty: half the cost). This re-trains it
+    with the seed's WGAN-GP, same steps and seed, so the two figures can be
+    compared within their intervals on a useful generator. Every member and
+    non-member is scored (the audit may subsample to ``max_candidates``).
+    """
+    from medsynth_fl.privacy.attacks import logan
+    from medsynth_fl.privacy.metrics import evaluate_attack
+    from medsynth_fl.privacy.report import result_to_dict
+    from medsynth_fl.privacy.signals import critic_scores
+    from medsynth_fl.training.seeding import derive_seed
+
+    a = cfg.audit
+    out = {}
+    for loss in ("hinge", "wgan-gp"):
+        t0 = time.monotonic()
+        critic = models.shadow_critic if loss == a.shadow_loss else None
+        if critic is None:
+            critic = logan.train_shadow_critic(
+                models.generated,
+                steps=a.shadow_steps,
+                width=a.shadow_width,
+                batch_size=a.batch_size,
+                lr=a.shadow_lr,
+                n_critic=a.shadow_n_critic,
+                seed=derive_seed(cfg.training.seed, "audit", "shadow"),
+                loss=loss,
+            )
+        seconds = (
+            models.build_seconds["shadow_critic"]  # the audit's own, reused
+            if loss == a.shadow_loss
+            else time.monotonic() - t0
+        )
+        member_scores, nonmember_scores = (
+            logan.black_box_scores(critic_scores(critic, *c.to_tensors()))
+            for c in (members, nonmembers)
+        )
+        r = evaluate_attack(
+            "logan_bb",
+            member_scores,
+            nonmember_scores,
+            n_bootstrap=a.n_bootstrap,
+            seed=0,
+        )
+        out[loss] = result_to_dict(r, include_roc=False) | {
+            "train_seconds": round(seconds, 1)
+        }
+    return out
+
+
 def shard_overrides(shared: str, center: str) -> list[str]:
-    """Config overrides that read one centre of the shared 64 px shards."""
+    """Config overrides that read one centre of the shared shards.
+
+    The images are resized to the preset's size (32 px for ``cpu``: the size
+    its generators are condensed and shipped at).
+    """
     return [
         "data.source=shards",
         f"data.path={json.dumps(str(Path(shared).resolve()))}",
-        "data.image_size=64",
         f"data.centers=[{center}]",
         "data.empty_class=skip",
     ]
@@ -211,7 +288,14 @@ def audit_medsynth(preset: str, shared: str, center: str, work: Path) -> dict:
     pkg, critic = condense(cfg, train, work)
     seconds = time.monotonic() - t0
     result = audit(
-        pkg, critic, train, test, cfg, lambda: task_accuracy(pkg, cfg, test), work
+        pkg,
+        critic,
+        train,
+        test,
+        cfg,
+        lambda: task_accuracy(pkg, cfg, test),
+        work,
+        check_shadow_loss=True,
     )
     return result | {
         "center": center,
@@ -338,8 +422,13 @@ def main() -> int:
                     "task_accuracy",
                     "task_balanced_accuracy",
                     "p1d",
+                    "null_control",
+                    "gate",
+                    "attack_build_seconds",
+                    "attack_build_parts",
                     "condense_seconds",
                 )
+                if key in r
             }
             | {"targets": center_targets[center]}
             for center, r in by_center.items()
@@ -351,7 +440,11 @@ def main() -> int:
                 "max_tpr_at_1pct_fpr_p_value"
             ],
             "control_white_box_acc": control["attacks"]["logan_wb"]["acc"],
+            "medsynth_gate_allowed": medsynth["gate"]["allowed"],
+            "control_gate_allowed": control["gate"]["allowed"],
+            "medsynth_attack_build_seconds": medsynth["attack_build_seconds"],
         },
+        "shadow_loss_check": medsynth.get("shadow_loss_check"),
         "center": args.center,
         "members": medsynth["members"],
         "nonmembers": medsynth["nonmembers"],

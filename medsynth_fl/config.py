@@ -235,6 +235,8 @@ class AuditConfig(_Section):
     batch_size: int = Field(32, ge=2)  # shadow-GAN and recovery-encoder batches
     shadow_width: int = Field(32, ge=4)  # ngf and ndf of the black-box shadow GAN
     shadow_n_critic: int = Field(5, ge=1)  # critic updates per shadow-GAN step
+    # hinge + spectral norm: no gradient penalty, half the cost (decisions.md)
+    shadow_loss: Literal["hinge", "wgan-gp"] = "hinge"
     shadow_lr: float = Field(1.0e-4, gt=0)  # Adam, as in phase I
     encoder_lr: float = Field(1.0e-3, gt=0)  # Adam, recovery encoders
     density_k: int = Field(5, ge=1)  # k of the k-NN density (distribution attack)

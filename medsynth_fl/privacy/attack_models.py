@@ -11,8 +11,8 @@ generator itself is not part of the state: the site already holds it, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -21,12 +21,12 @@ from torch import nn
 from ..data.imageset import ImageSet
 from ..models.critic import Critic
 from ._utils import noise_shape
-from .attacks.logan import shadow_critic_kwargs
+from .attacks.logan import ShadowLoss, shadow_critic_kwargs
 from .attacks.recovery import LatentEncoder, encoder_kwargs
 from .features import RandomConvFeatures
 
 STATE_FORMAT = "medsynth-fl/attack-models"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: shadow_loss (the hinge shadow critic is spectrally normalised)
 MetaValue = int | float | str | bool | list[int] | list[str]
 
 
@@ -46,12 +46,14 @@ class AttackModels:
     shadow_critic : critic of the shadow GAN trained on generated samples
         (None for the reference-only attacks a site runs before release).
     shadow_width : ``ndf`` of the shadow critic.
+    shadow_loss : the shadow GAN's loss (``"hinge"``: SN critic; ``"wgan-gp"``).
     encoder_pixel : recovery encoder trained with φ = identity (or None).
     encoder_feature : recovery encoder trained with φ = ``feature_net`` (or None).
     generated : reference samples of the generator, with their labels.
     generated_embeddings : ``feature_net.embed`` of ``generated``, float32.
     density_k : k of the k-NN density (distribution attacks).
     seed : seed everything was built from.
+    build_seconds : wall seconds of each part of the build (not serialised).
     """
 
     generator: nn.Module
@@ -65,6 +67,8 @@ class AttackModels:
     generated_embeddings: np.ndarray
     density_k: int
     seed: int
+    shadow_loss: str = "hinge"
+    build_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -112,6 +116,7 @@ class AttackModels:
             "image_size": self.generated.image_size,
             "noise_shape": [int(d) for d in noise_shape(self.generator)],
             "shadow_width": self.shadow_width,
+            "shadow_loss": self.shadow_loss,
             "feature_width": self.feature_net.width,
             "feature_grid": self.feature_net.grid,
             "density_k": self.density_k,
@@ -143,7 +148,9 @@ class AttackModels:
         size, k = int(meta["image_size"]), len(meta["class_names"])
         modules: dict[str, nn.Module] = {
             "shadow_critic": Critic(
-                **shadow_critic_kwargs(size, k, int(meta["shadow_width"]))
+                **shadow_critic_kwargs(
+                    size, k, int(meta["shadow_width"]), meta["shadow_loss"]
+                )
             ),
             "encoder_pixel": LatentEncoder(
                 **encoder_kwargs(size, noise_shape(generator))
@@ -163,6 +170,7 @@ class AttackModels:
             generator=generator,
             classes_present=tuple(meta["classes_present"]),
             shadow_width=int(meta["shadow_width"]),
+            shadow_loss=str(meta["shadow_loss"]),
             generated=_generated_set(arrays, meta),
             generated_embeddings=np.asarray(arrays["generated.embeddings"], np.float32),
             density_k=int(meta["density_k"]),
@@ -186,6 +194,8 @@ def _check_meta(meta: dict[str, Any], generator: nn.Module) -> None:
             f"state built for noise {meta['noise_shape']}, "
             f"generator draws {list(noise_shape(generator))}"
         )
+    if meta.get("shadow_loss") not in get_args(ShadowLoss):
+        raise AttackStateError(f"unknown shadow loss {meta.get('shadow_loss')!r}")
     if set(meta["classes_present"]) - set(meta["class_names"]):
         raise AttackStateError("classes_present names a class outside class_names")
 

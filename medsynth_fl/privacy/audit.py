@@ -102,6 +102,7 @@ def build_reference_attacks(
         feature_net=feature_net,
         shadow_critic=None,
         shadow_width=cfg.shadow_width,
+        shadow_loss=cfg.shadow_loss,
         encoder_pixel=None,
         encoder_feature=None,
         generated=generated,
@@ -138,6 +139,7 @@ def build_generator_only_attacks(
     """
     t0 = time.perf_counter()
     models = build_reference_attacks(generator, class_names, classes_present, cfg, seed)
+    t_reference = time.perf_counter()
     models.shadow_critic = logan.train_shadow_critic(
         models.generated,
         steps=cfg.shadow_steps,
@@ -146,21 +148,29 @@ def build_generator_only_attacks(
         lr=cfg.shadow_lr,
         n_critic=cfg.shadow_n_critic,
         seed=derive_seed(seed, "audit", "shadow"),
+        loss=cfg.shadow_loss,
         device=device_of(generator),
     )
+    t_shadow = time.perf_counter()
     labels = [class_names.index(c) for c in classes_present]
-    models.encoder_pixel, models.encoder_feature = (
-        recovery.train_recovery_encoder(
-            generator,
-            phi,
-            labels,
-            steps=cfg.encoder_steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.encoder_lr,
-            seed=derive_seed(seed, "audit", "encoder", name),
-        )
-        for name, phi in (("pixel", nn.Identity()), ("feature", models.feature_net))
+    encoders = recovery.train_recovery_encoders(
+        generator,
+        {"pixel": nn.Identity(), "feature": models.feature_net},
+        labels,
+        steps=cfg.encoder_steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.encoder_lr,
+        seed=derive_seed(seed, "audit", "encoder"),
     )
+    models.encoder_pixel, models.encoder_feature = (
+        encoders["pixel"],
+        encoders["feature"],
+    )
+    models.build_seconds = {
+        "reference": round(t_reference - t0, 1),
+        "shadow_critic": round(t_shadow - t_reference, 1),
+        "recovery_encoders": round(time.perf_counter() - t_shadow, 1),
+    }
     log.info("audit models built in %.1f s", time.perf_counter() - t0)
     return models
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ from ...training.batches import BatchSampler
 from ...training.phase1_wgan import GanModels, phase1_step
 from ...training.seeding import derive_seed
 from .._utils import seeded
+
+ShadowLoss = Literal["hinge", "wgan-gp"]
 
 
 def white_box_scores(critic_scores: np.ndarray) -> np.ndarray:
@@ -56,14 +58,19 @@ def black_box_scores(shadow_critic_scores: np.ndarray) -> np.ndarray:
 
 
 def shadow_critic_kwargs(
-    image_size: int, num_classes: int, width: int
+    image_size: int, num_classes: int, width: int, loss: ShadowLoss = "hinge"
 ) -> dict[str, Any]:
-    """Return the shadow critic's constructor kwargs (our :class:`Critic`, narrower)."""
+    """Return the shadow critic's constructor kwargs (our :class:`Critic`, narrower).
+
+    The hinge shadow GAN's critic is spectrally normalised (its Lipschitz
+    control); the WGAN-GP one gets it from the gradient penalty instead.
+    """
     return {
         "image_size": image_size,
         "num_classes": num_classes,
         "ndf": width,
         "fc_hidden": 4 * width,
+        "spectral_norm": loss == "hinge",
     }
 
 
@@ -75,21 +82,26 @@ def train_shadow_critic(
     lr: float,
     n_critic: int,
     seed: int,
-    lambda_gp: float = 10.0,
+    loss: ShadowLoss = "hinge",
     device: torch.device | str = "cpu",
 ) -> Critic:
-    """Train a shadow WGAN-GP on generated samples only; return its critic.
+    """Train a shadow GAN on generated samples only; return its critic.
 
     The shadow GAN reuses our generator and critic classes (narrower) and
     phase I's step, with the shipped generator's samples as its "real" data;
-    no patient image is involved.
+    no patient image is involved. ``loss="hinge"`` (the default) trains a
+    spectrally normalised critic with the hinge loss, as the cpu preset's
+    phase I does: no gradient penalty, whose double backward cost half of
+    every shadow step (docs/decisions.md). ``"wgan-gp"`` is the seed's
+    WGAN-GP with λ = 10.
 
     Parameters
     ----------
     generated : samples of the shipped generator with their labels.
     steps : shadow-GAN steps (each ``n_critic`` critic updates + 1 generator).
     width : ``ngf`` of the shadow generator and ``ndf`` of the shadow critic.
-    batch_size, lr, n_critic, lambda_gp : WGAN-GP settings (Adam, β = 0.5, 0.9).
+    batch_size, lr, n_critic : GAN settings (Adam, β = 0.5, 0.9).
+    loss : ``"hinge"`` (SN critic) or ``"wgan-gp"``.
     seed : seed of initialisation and batches.
     device : where to train.
 
@@ -103,7 +115,7 @@ def train_shadow_critic(
         gen = AttentionGenerator(
             generated.image_size, k, ngf=width, n_res_blocks=2, embed_dim=16
         ).to(device)
-        critic = Critic(**shadow_critic_kwargs(generated.image_size, k, width))
+        critic = Critic(**shadow_critic_kwargs(generated.image_size, k, width, loss))
     critic = critic.to(device)
     models = GanModels(
         gen,
@@ -115,6 +127,16 @@ def train_shadow_critic(
     sampler = BatchSampler(x, y, k)
     np_rng = np.random.default_rng(derive_seed(seed, "shadow", "batches"))
     torch_rng = torch.Generator().manual_seed(derive_seed(seed, "shadow", "noise"))
+    lambda_gp = 10.0 if loss == "wgan-gp" else 0.0
     for _ in range(steps):
-        phase1_step(models, sampler, np_rng, torch_rng, batch_size, n_critic, lambda_gp)
+        phase1_step(
+            models,
+            sampler,
+            np_rng,
+            torch_rng,
+            batch_size,
+            n_critic,
+            lambda_gp,
+            loss=loss,
+        )
     return critic.eval()

@@ -88,22 +88,41 @@ def train_recovery_encoder(
     lr: float,
     seed: int,
 ) -> LatentEncoder:
-    """Train ``E`` on fresh generated samples to minimise the recovery loss (eq. 1).
+    """Train one ``E`` for ``phi`` (:func:`train_recovery_encoders` with one φ)."""
+    return train_recovery_encoders(
+        generator, {"phi": phi}, labels, steps, batch_size, lr, seed
+    )["phi"]
+
+
+def train_recovery_encoders(
+    generator: nn.Module,
+    phis: dict[str, FeatureFn],
+    labels: list[int],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> dict[str, LatentEncoder]:
+    """Train one ``E`` per φ on fresh generated samples (recovery loss, eq. 1).
+
+    The encoders see the same generated batch at every step: drawing it once
+    for all of them saves a generator pass per encoder and step, and each
+    encoder's loss and optimiser stay its own.
 
     Parameters
     ----------
     generator : the shipped generator (kept frozen and in eval mode).
-    phi : feature function φ of the loss (``nn.Identity()`` for pixels).
+    phis : name → feature function φ of the loss (``nn.Identity()`` for pixels).
     labels : the class indices to draw ``y`` from (the generator's classes).
     steps : Adam steps.
     batch_size : generated samples per step.
     lr : Adam learning rate.
-    seed : seed of the encoder's initialisation, the noise and the labels.
+    seed : seed of the encoders' initialisation, the noise and the labels.
 
     Returns
     -------
-    LatentEncoder
-        The trained encoder, in eval mode.
+    dict of str to LatentEncoder
+        The trained encoders, in eval mode, under the names of ``phis``.
     """
     if not labels:
         raise ValueError("labels must name at least one class")
@@ -112,19 +131,24 @@ def train_recovery_encoder(
     pool = torch.tensor(labels, dtype=torch.long)
     with frozen(generator):
         size = _image_size(generator, labels[0])
-        with seeded(derive_seed(seed, "encoder", "init")):
-            encoder = LatentEncoder(**encoder_kwargs(size, noise_shape(generator)))
-        encoder = encoder.to(device).train()
-        opt = torch.optim.Adam(encoder.parameters(), lr)
+        encoders, opts = {}, {}
+        for name in phis:
+            with seeded(derive_seed(seed, "encoder", "init", name)):
+                enc = LatentEncoder(**encoder_kwargs(size, noise_shape(generator)))
+            encoders[name] = enc.to(device).train()
+            opts[name] = torch.optim.Adam(enc.parameters(), lr)
         for _ in range(steps):
             y = pool[torch.randint(len(pool), (batch_size,), generator=rng)].to(device)
             with torch.no_grad():
                 x = generator(draw_noise(generator, batch_size, rng), y)
-            loss = (phi(generator(encoder(x), y)) - phi(x)).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return encoder.eval()
+            for name, phi in phis.items():
+                with torch.no_grad():
+                    target = phi(x)
+                loss = (phi(generator(encoders[name](x), y)) - target).pow(2).mean()
+                opts[name].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[name].step()
+    return {name: enc.eval() for name, enc in encoders.items()}
 
 
 def membership_scores(recovery_errors: np.ndarray) -> np.ndarray:
