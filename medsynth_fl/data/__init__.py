@@ -4,7 +4,6 @@ Every reader returns an :class:`ImageSet`; :func:`load_images` and
 :func:`load_train_test` pick the reader from a :class:`~medsynth_fl.config.DataConfig`.
 """
 
-from .embedded_source import EMBEDDED_PATH, read_embedded
 from .errors import (
     CorruptImageError,
     DataError,
@@ -17,12 +16,19 @@ from .errors import (
     UnknownLabelError,
 )
 from .imageset import META_COLUMNS, ImageSet, images_from_tensor
-from .isic_raw import read_isic_raw
-from .loading import load_images, load_train_test
-from .npz_source import load_npz
+from .isic_folder import read_isic_raw
 from .partition import partition_sites
-from .shards import read_shards
-from .sources import data_overrides, infer_source, load_image_source
+from .sources import (
+    EMBEDDED_PATH,
+    data_overrides,
+    infer_source,
+    load_image_source,
+    load_images,
+    load_npz,
+    load_train_test,
+    read_embedded,
+    read_shards,
+)
 from .splits import split_train_test
 
 

@@ -3,7 +3,7 @@
 ``embedded/isic2019_64px_subset.npz`` holds 64 px JPEGs (quality 90) of the four
 HAM10000 centres, at most :data:`CAP` images per (centre, class), in the packed
 ``jpeg`` + ``offsets`` layout of the 128 px shards. See ``embedded/README.md``
-for the counts and the (non-commercial) licence, and :mod:`.embedded_source`
+for the counts and the (non-commercial) licence, and :func:`.sources.read_embedded`
 for the reader. Rebuild it with::
 
     python -m medsynth_fl.data.embedded --from ../shared/data
@@ -18,11 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._imaging import pack_jpegs
-from ._npzio import write_npz_reproducible
-from .embedded_source import EMBEDDED_PATH
 from .errors import DataError
-from .shards import ARRAY_GLOB, read_shard_table
+from .sources import ARRAY_GLOB, EMBEDDED_PATH, read_shard_table, write_npz_reproducible
+from .transforms import pack_jpegs
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from medsynth_fl.data.errors import (
     UnknownCenterError,
     UnknownLabelError,
 )
-from medsynth_fl.data.shards import read_shards
+from medsynth_fl.data.sources import read_shards
 
 from .data_fakes import build_shards
 

@@ -5,7 +5,7 @@ import pytest
 
 from medsynth_fl.data.errors import DataFormatError
 from medsynth_fl.data.imageset import ImageSet
-from medsynth_fl.data.npz_source import load_npz
+from medsynth_fl.data.sources import load_npz
 
 NAMES = ("MEL", "NV", "BCC")
 

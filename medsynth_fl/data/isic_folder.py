@@ -7,7 +7,7 @@ Expected under ``root``::
     ISIC_2019_Training_Metadata.csv         optional; gives lesion_id
     isic2019_flamby_centers.csv             optional; image,label,center_id,center,fold
 
-The centre CSV can also be passed explicitly (see :mod:`.isic_tables`). Each
+The centre CSV can also be passed explicitly (see :mod:`.tables`). Each
 image is centre-cropped to a square and Lanczos-resized; large JPEGs are first
 DCT-downscaled while decoding (``Image.draft``) to no less than twice the target
 size. Decoded arrays are cached in ``cache_dir`` under a key made of the file
@@ -17,8 +17,11 @@ second load decodes no JPEG.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,9 +30,6 @@ import numpy as np
 from PIL import Image
 
 from ..config import ISIC_CLASSES
-from ._cache import cache_key, load_cached, save_cached
-from ._imaging import DECODE_ERRORS, handle_corrupt, square_resize
-from ._select import check_empty_classes, select_rows
 from .errors import (
     MissingImageError,
     MissingPathError,
@@ -38,14 +38,17 @@ from .errors import (
     format_ids,
 )
 from .imageset import ImageSet
-from .isic_tables import (
+from .tables import (
     GROUND_TRUTH_CSV,
     METADATA_CSV,
+    check_empty_classes,
     find_centers_csv,
     read_centers,
     read_ground_truth,
     read_lesion_ids,
+    select_rows,
 )
+from .transforms import DECODE_ERRORS, handle_corrupt, square_resize
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +211,80 @@ def read_isic_raw(
     check_empty_classes(labels, classes, empty_class, source)
     meta = {k: v[rows] for k, v in meta.items()}
     return ImageSet(images, labels, tuple(classes), meta)
+
+
+def cache_key(files: Sequence[Path], image_size: int, version: str) -> str:
+    """Hash the file list (names, sizes, mtimes), the image size and a version.
+
+    Parameters
+    ----------
+    files
+        The image files, in load order.
+    image_size
+        Output side in pixels.
+    version
+        Reader version; bump it whenever decoding changes.
+
+    Returns
+    -------
+    str
+        A 24-character hex digest; any added, removed, resized or touched
+        file gives a new key.
+    """
+    entries = []
+    for f in files:
+        st = f.stat()
+        entries.append([f.name, st.st_size, st.st_mtime_ns])
+    blob = json.dumps([version, image_size, entries]).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def load_cached(path: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return ``(images, ok)`` from a cache file, or None if absent or unusable.
+
+    Parameters
+    ----------
+    path
+        The cache ``.npz``.
+    n
+        Expected number of input files.
+    size
+        Expected image side.
+
+    Returns
+    -------
+    tuple of np.ndarray or None
+        Images of the decodable files (in order) and the boolean ``ok`` mask
+        over all ``n`` files.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, ok = z["images"], z["ok"]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        log.warning("ignoring unreadable cache %s (%s)", path, exc)
+        return None
+    if (
+        ok.shape != (n,)
+        or images.shape[1:] != (size, size, 3)
+        or (len(images) != int(ok.sum()))
+    ):
+        log.warning("ignoring cache %s: shapes do not match the inputs", path)
+        return None
+    log.info("loaded %d decoded images from cache %s", len(images), path)
+    return images, ok
+
+
+def save_cached(path: Path, images: np.ndarray, ok: np.ndarray) -> None:
+    """Write the cache atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, images=images, ok=ok)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("cached %d decoded images in %s", len(images), path)

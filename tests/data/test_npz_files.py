@@ -12,7 +12,7 @@ from medsynth_fl.data.errors import (
     UnknownLabelError,
 )
 from medsynth_fl.data.imageset import ImageSet
-from medsynth_fl.data.npz_source import load_npz
+from medsynth_fl.data.sources import load_npz
 
 CLASSES = ("MEL", "NV")
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from medsynth_fl.data import isic_raw
+from medsynth_fl.data import isic_folder
 from medsynth_fl.data.errors import (
     CorruptImageError,
     DataFormatError,
@@ -18,7 +18,7 @@ from medsynth_fl.data.errors import (
     UnknownCenterError,
     UnknownLabelError,
 )
-from medsynth_fl.data.isic_raw import read_isic_raw
+from medsynth_fl.data.isic_folder import read_isic_raw
 
 from .data_fakes import SHARED_DATA, write_csv
 
@@ -29,13 +29,13 @@ CLASSES = ["MEL", "NV", "BCC"]
 def decode_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the file name of every JPEG the reader decodes."""
     calls: list[str] = []
-    real = isic_raw._decode_file
+    real = isic_folder._decode_file
 
     def counting(path, size):
         calls.append(path.name)
         return real(path, size)
 
-    monkeypatch.setattr(isic_raw, "_decode_file", counting)
+    monkeypatch.setattr(isic_folder, "_decode_file", counting)
     return calls
 
 
