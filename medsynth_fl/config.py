@@ -107,6 +107,9 @@ class Phase2Config(_Section):
     epochs: float = Field(30.0, ge=0)  # 0 skips phase II
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1.0e-4, gt=0)
+    # phase II's own Adam betas (it used to reuse phase I's without saying so)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
     lambda_g: float = Field(0.01, ge=0)  # weight of the adversarial term L_g
     critic_steps: int = Field(1, ge=0)  # critic updates per step (0: frozen)
     class_sampling: Literal["natural", "sqrt", "balanced"] = "balanced"

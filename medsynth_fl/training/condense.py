@@ -112,7 +112,7 @@ class Condenser:
             precision=resolve_precision(cfg.training.precision, dev),
         )
         self.opt_g2 = torch.optim.Adam(
-            gan_params, lr=cfg.phase2.lr, betas=(p1.beta1, p1.beta2)
+            gan_params, lr=cfg.phase2.lr, betas=(cfg.phase2.beta1, cfg.phase2.beta2)
         )
         self.teacher = ClassifierTrainer(cfg.teacher, k, self.info, len(train), size)
         world = self.info.world_size
