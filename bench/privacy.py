@@ -213,32 +213,25 @@ def shadow_loss_check(
     non-member is scored (the audit may subsample to ``max_candidates``).
     """
     from medsynth_fl.privacy.attacks import logan
+    from medsynth_fl.privacy.audit import train_audit_shadow_critic
     from medsynth_fl.privacy.metrics import evaluate_attack
     from medsynth_fl.privacy.report import result_to_dict
     from medsynth_fl.privacy.signals import critic_scores
-    from medsynth_fl.training.seeding import derive_seed
 
     a = cfg.audit
     out = {}
     for loss in ("hinge", "wgan-gp"):
-        t0 = time.monotonic()
-        critic = models.shadow_critic if loss == a.shadow_loss else None
-        if critic is None:
-            critic = logan.train_shadow_critic(
-                models.generated,
-                steps=a.shadow_steps,
-                width=a.shadow_width,
-                batch_size=a.batch_size,
-                lr=a.shadow_lr,
-                n_critic=a.shadow_n_critic,
-                seed=derive_seed(cfg.training.seed, "audit", "shadow"),
-                loss=loss,
+        if loss == a.shadow_loss:  # the audit's own shadow critic, reused
+            critic, seconds = (
+                models.shadow_critic,
+                models.build_seconds["shadow_critic"],
             )
-        seconds = (
-            models.build_seconds["shadow_critic"]  # the audit's own, reused
-            if loss == a.shadow_loss
-            else time.monotonic() - t0
-        )
+        else:
+            t0 = time.monotonic()
+            critic = train_audit_shadow_critic(
+                models.generated, a, cfg.training.seed, loss=loss
+            )
+            seconds = time.monotonic() - t0
         member_scores, nonmember_scores = (
             logan.black_box_scores(critic_scores(critic, *c.to_tensors()))
             for c in (members, nonmembers)

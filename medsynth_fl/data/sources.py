@@ -524,47 +524,35 @@ def _require_path(cfg: DataConfig) -> str:
     return cfg.path
 
 
+def _selection(cfg: DataConfig) -> dict:
+    """The keyword arguments every reader takes from the config."""
+    return {
+        "image_size": cfg.image_size,
+        "classes": cfg.classes,
+        "centers": cfg.centers,
+        "empty_class": cfg.empty_class,
+    }
+
+
 def _embedded(cfg: DataConfig) -> ImageSet:
-    return read_embedded(
-        image_size=cfg.image_size,
-        classes=cfg.classes,
-        centers=cfg.centers,
-        on_corrupt=cfg.on_corrupt,
-        empty_class=cfg.empty_class,
-    )
+    return read_embedded(**_selection(cfg), on_corrupt=cfg.on_corrupt)
 
 
 def _shards(cfg: DataConfig) -> ImageSet:
-    return read_shards(
-        _require_path(cfg),
-        image_size=cfg.image_size,
-        classes=cfg.classes,
-        centers=cfg.centers,
-        on_corrupt=cfg.on_corrupt,
-        empty_class=cfg.empty_class,
-    )
+    return read_shards(_require_path(cfg), **_selection(cfg), on_corrupt=cfg.on_corrupt)
 
 
 def _isic_raw(cfg: DataConfig) -> ImageSet:
     return read_isic_raw(
         _require_path(cfg),
-        image_size=cfg.image_size,
-        classes=cfg.classes,
-        centers=cfg.centers,
+        **_selection(cfg),
         on_corrupt=cfg.on_corrupt,
-        empty_class=cfg.empty_class,
         cache_dir=cfg.cache_dir,
     )
 
 
 def _npz(cfg: DataConfig) -> ImageSet:
-    return load_npz(
-        _require_path(cfg),
-        image_size=cfg.image_size,
-        classes=cfg.classes,
-        centers=cfg.centers,
-        empty_class=cfg.empty_class,
-    )
+    return load_npz(_require_path(cfg), **_selection(cfg))
 
 
 READERS: dict[str, Callable[[DataConfig], ImageSet]] = {

@@ -114,6 +114,30 @@ def build_reference_attacks(
     )
 
 
+def train_audit_shadow_critic(
+    generated: ImageSet,
+    cfg: AuditConfig,
+    seed: int = 0,
+    loss: logan.ShadowLoss | None = None,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """Train black-box LOGAN's shadow critic with the audit's settings.
+
+    ``loss`` overrides ``cfg.shadow_loss`` (the privacy bench compares both).
+    """
+    return logan.train_shadow_critic(
+        generated,
+        steps=cfg.shadow_steps,
+        width=cfg.shadow_width,
+        batch_size=cfg.batch_size,
+        lr=cfg.shadow_lr,
+        n_critic=cfg.shadow_n_critic,
+        seed=derive_seed(seed, "audit", "shadow"),
+        loss=loss or cfg.shadow_loss,
+        device=device,
+    )
+
+
 def build_generator_only_attacks(
     generator: nn.Module,
     class_names: list[str],
@@ -140,16 +164,8 @@ def build_generator_only_attacks(
     t0 = time.perf_counter()
     models = build_reference_attacks(generator, class_names, classes_present, cfg, seed)
     t_reference = time.perf_counter()
-    models.shadow_critic = logan.train_shadow_critic(
-        models.generated,
-        steps=cfg.shadow_steps,
-        width=cfg.shadow_width,
-        batch_size=cfg.batch_size,
-        lr=cfg.shadow_lr,
-        n_critic=cfg.shadow_n_critic,
-        seed=derive_seed(seed, "audit", "shadow"),
-        loss=cfg.shadow_loss,
-        device=device_of(generator),
+    models.shadow_critic = train_audit_shadow_critic(
+        models.generated, cfg, seed, device=device_of(generator)
     )
     t_shadow = time.perf_counter()
     labels = [class_names.index(c) for c in classes_present]
