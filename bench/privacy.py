@@ -8,8 +8,9 @@
 2. Positive control: a generator deliberately overfit on a tiny set (128 train
    images of the same centre): phase I only with the unregularised LSGAN
    objective that seed 004 shows memorising (no gradient penalty), no
-   augmentation, 100 epochs, two critic updates per step; non-members: 128
-   test images of the centre.
+   augmentation or DiffAugment, the plain 9-layer critic without spectral
+   norm, raw (not EMA) generator weights, 100 epochs, two critic updates per
+   step; non-members: 128 test images of the centre.
 
 Every attack (white-box LOGAN with the site's critic, black-box LOGAN, latent
 recovery with φ = identity and φ = a feature network, nearest-neighbour and
@@ -19,7 +20,8 @@ ROC metrics, with 95 % bootstrap intervals; the memorisation rate and P1(D)
 reported. The attack models are
 trained harder than the cpu preset's in-federation audit (see ATTACK_OVERRIDES).
 
-    python bench/privacy.py                   # ~70 min on 2 cores; resumable
+    python bench/privacy.py                   # ~110 min on 2 cores; resumable
+    python bench/privacy.py --control-only    # the positive control alone, ~25 min
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ CONTROL_OVERRIDES = [  # overfit on purpose: unregularised LSGAN, phase I only
     "phase1.epochs=100",
     "phase1.n_critic=2",
     "phase1.augment=false",
+    "phase1.diffaugment=false",
+    # The cpu preset's critic is spectrally normalised and its generator is an
+    # EMA: both regularise against memorising, so the control swaps in the
+    # plain 9-layer critic without SN and ships the raw weights (with them on,
+    # the control read white-box acc 0.508 at 32 px: bench/README.md).
+    "critic.arch=paper9",
+    "critic.spectral_norm=false",
+    "generator.ema_decay=0",
     "phase1.class_sampling=natural",
     "training.lesion_weighting=false",
     "phase2.epochs=0",
@@ -329,6 +339,38 @@ def targets(attacks: dict, chance: dict) -> dict:
     }
 
 
+def positive_control(
+    preset: str, shared: str, center: str, n_images: int, work: Path
+) -> dict:
+    """Condense the deliberately overfit control on a tiny subset and audit it."""
+    data = shard_overrides(shared, center)
+    control_cfg = load_config(preset, data + ATTACK_OVERRIDES + CONTROL_OVERRIDES)
+    train, test = load_train_test(control_cfg.data)
+    rng = np.random.default_rng(0)
+    tiny_train = train.subset(np.sort(rng.choice(len(train), n_images, replace=False)))
+    tiny_test = test.subset(
+        np.sort(rng.choice(len(test), min(n_images, len(test)), replace=False))
+    )
+    t0 = time.monotonic()
+    control_pkg, control_critic = condense(control_cfg, tiny_train, work)
+    t_control = time.monotonic() - t0
+    control = audit(
+        control_pkg, control_critic, tiny_train, tiny_test, control_cfg, None, work
+    )
+    return {
+        "overfit_control": control["attacks"],
+        "memorization": control["memorization"],
+        "null_control": control.get("null_control"),
+        "gate": control["gate"],
+        "control_white_box_acc": control["attacks"]["logan_wb"]["acc"],
+        "control_gate_allowed": control["gate"]["allowed"],
+        "control_members": len(tiny_train),
+        "control_nonmembers": len(tiny_test),
+        "control_steps": control_pkg.manifest.training.phase1_steps,
+        "control_seconds": round(t_control, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
@@ -348,45 +390,52 @@ def main() -> int:
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--work", default=str(REPO / "runs" / "bench" / "privacy"))
     parser.add_argument(
-        "--out", default=str(REPO / "bench" / "results" / "privacy.json")
+        "--control-only",
+        action="store_true",
+        help="re-measure the positive control alone (~25 min instead of ~110) "
+        "and write it to bench/results/privacy_control.json",
     )
+    parser.add_argument("--out", default=None, help="result JSON (default by mode)")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     t_start = time.monotonic()
     work = Path(args.work)
+    results = REPO / "bench" / "results"
+    if args.control_only:
+        out = Path(args.out or results / "privacy_control.json")
+        control = positive_control(
+            args.preset,
+            args.shared,
+            args.center,
+            args.control_images,
+            work / "overfit_control",
+        )
+        result = control | {
+            "center": args.center,
+            "seconds": round(time.monotonic() - t_start, 1),
+            "machine": machine_description(),
+            "commit": git_revision(),
+            "preset": args.preset,
+            "attack_overrides": ATTACK_OVERRIDES,
+            "control_overrides": CONTROL_OVERRIDES,
+        }
+        write_result(out, result)
+        print_control_summary(result)
+        return 0
+    out = Path(args.out or results / "privacy.json")
     medsynth = audit_medsynth(args.preset, args.shared, args.center, work / "medsynth")
     by_center = {args.center: medsynth}
     if args.pool_center != "none":
         by_center[args.pool_center] = audit_medsynth(
             args.preset, args.shared, args.pool_center, work / args.pool_center
         )
-
-    data = shard_overrides(args.shared, args.center)
-    control_cfg = load_config(args.preset, data + ATTACK_OVERRIDES + CONTROL_OVERRIDES)
-    train, test = load_train_test(control_cfg.data)
-    rng = np.random.default_rng(0)
-    tiny_train = train.subset(
-        np.sort(rng.choice(len(train), args.control_images, replace=False))
-    )
-    tiny_test = test.subset(
-        np.sort(
-            rng.choice(len(test), min(args.control_images, len(test)), replace=False)
-        )
-    )
-    t0 = time.monotonic()
-    control_pkg, control_critic = condense(
-        control_cfg, tiny_train, work / "overfit_control"
-    )
-    t_control = time.monotonic() - t0
-    control = audit(
-        control_pkg,
-        control_critic,
-        tiny_train,
-        tiny_test,
-        control_cfg,
-        None,
+    control = positive_control(
+        args.preset,
+        args.shared,
+        args.center,
+        args.control_images,
         work / "overfit_control",
     )
 
@@ -396,7 +445,7 @@ def main() -> int:
     headline = center_targets[args.center]
     result = {
         "medsynth": medsynth["attacks"],
-        "overfit_control": control["attacks"],
+        "overfit_control": control["overfit_control"],
         "memorization_rate": {
             "medsynth": medsynth["memorization"],
             "overfit_control": control["memorization"],
@@ -432,20 +481,20 @@ def main() -> int:
             "medsynth_max_tpr_at_1pct_fpr_p_value": headline[
                 "max_tpr_at_1pct_fpr_p_value"
             ],
-            "control_white_box_acc": control["attacks"]["logan_wb"]["acc"],
+            "control_white_box_acc": control["control_white_box_acc"],
             "medsynth_gate_allowed": medsynth["gate"]["allowed"],
-            "control_gate_allowed": control["gate"]["allowed"],
+            "control_gate_allowed": control["control_gate_allowed"],
             "medsynth_attack_build_seconds": medsynth["attack_build_seconds"],
         },
         "shadow_loss_check": medsynth.get("shadow_loss_check"),
         "center": args.center,
         "members": medsynth["members"],
         "nonmembers": medsynth["nonmembers"],
-        "control_members": len(tiny_train),
-        "control_nonmembers": len(tiny_test),
-        "control_steps": control_pkg.manifest.training.phase1_steps,
+        "control_members": control["control_members"],
+        "control_nonmembers": control["control_nonmembers"],
+        "control_steps": control["control_steps"],
         "condense_seconds": medsynth["condense_seconds"],
-        "control_seconds": round(t_control, 1),
+        "control_seconds": control["control_seconds"],
         "seconds": round(time.monotonic() - t_start, 1),
         "machine": machine_description(),
         "commit": git_revision(),
@@ -453,10 +502,15 @@ def main() -> int:
         "attack_overrides": ATTACK_OVERRIDES,
         "control_overrides": CONTROL_OVERRIDES,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False))
+    write_result(out, result)
     print_summary(result)
     return 0
+
+
+def write_result(out: Path, result: dict) -> None:
+    """Write the bench's JSON (NaN refused: a figure that is not a number is a bug)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False))
 
 
 def _figure(a: dict | None) -> str:
@@ -467,6 +521,18 @@ def _figure(a: dict | None) -> str:
     return (
         f"{a['acc']:.3f}/{a['auc']:.3f}/{a['tpr_at_1pct_fpr']:.3f} "
         f"[{low:.3f},{high:.3f}]"
+    )
+
+
+def print_control_summary(result: dict) -> None:
+    """One row per attack on the positive control, and its target."""
+    print("positive control: acc/AUC/TPR@1%FPR [95% CI of TPR@1%FPR]")
+    for name, attack in sorted(result["overfit_control"].items()):
+        print(f"{name:>18} {_figure(attack):>40}")
+    print(
+        f"control white-box acc {result['control_white_box_acc']:.3f} (target ≥ 0.9); "
+        f"gate allowed: {result['control_gate_allowed']}; "
+        f"wall time {result['seconds'] / 60:.1f} min on {result['machine']}"
     )
 
 
