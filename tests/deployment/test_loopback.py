@@ -4,13 +4,20 @@ TLS with our own CA, SuperNode authentication with registered keys, three
 hospitals (one of which crashes mid-round) and an intruder whose key was never
 registered. Every process is started in ``tmp_path``-local Flower homes and is
 stopped at the end, also when the test fails.
+
+Each hospital reaches the SuperLink through a recording TLS proxy, and every
+byte it sent is accounted for (:mod:`simulation.egress_accounting`): transport,
+Flower protocol, manifest, metrics, or generator tensors equal to the package
+the coordinator stored. ``MEDSYNTH_EGRESS_REPORT=path.json`` writes the account.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -18,6 +25,8 @@ import yaml
 
 from coordinator.certificates import write_supernode_key, write_tls_files
 from medsynth_fl.config import load_config, read_yaml, resolve_preset
+from medsynth_fl.package import read_package
+from medsynth_fl.runinfo import git_revision, machine_description
 from simulation.deployment import (
     ProcessSet,
     deployment_env,
@@ -30,7 +39,9 @@ from simulation.deployment import (
     wait_for,
     write_connection,
 )
+from simulation.egress_accounting import account_egress
 from simulation.prepare import prepare_simulation
+from simulation.recording_proxy import RecordingProxy
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -51,6 +62,13 @@ def processes(tmp_path):
     yield procs
     procs.stop_all()
     assert not procs.pids(), "processes survived the deployment"
+
+
+@pytest.fixture
+def proxies():
+    """Recording proxies opened by the test; all of them are closed at the end."""
+    with ExitStack() as stack:
+        yield stack
 
 
 def _log_tails(procs: ProcessSet, chars: int = 3000) -> str:
@@ -77,7 +95,7 @@ def _write_preset(path: Path) -> Path:
     return path
 
 
-def test_loopback_deployment(tmp_path, processes, monkeypatch):
+def test_loopback_deployment(tmp_path, processes, proxies, monkeypatch):
     t0 = time.monotonic()
     cache = tmp_path / "cache"
     for var, sub in (
@@ -127,7 +145,15 @@ def test_loopback_deployment(tmp_path, processes, monkeypatch):
         for site in SITES
     }
 
-    # -- hospitals: one SuperNode each, plus an intruder with an unknown key ---
+    # -- hospitals: one SuperNode each behind a recording proxy, plus an intruder
+    recorders = {
+        site: proxies.enter_context(
+            RecordingProxy(
+                ("127.0.0.1", link_port), tls.server_cert, tls.server_key, tls.ca_cert
+            )
+        )
+        for site in SITES
+    }
     for site, port in zip([*SITES, "intruder"], runtime_ports, strict=True):
         folder = layout.sites_dir / (site if site != "intruder" else SITES[0])
         node_config = {
@@ -139,7 +165,11 @@ def test_loopback_deployment(tmp_path, processes, monkeypatch):
         processes.start(
             f"supernode-{site}",
             supernode_command(
-                address, tls.ca_cert, node_keys[site].private_key, node_config, port
+                recorders[site].address if site in recorders else address,
+                tls.ca_cert,
+                node_keys[site].private_key,
+                node_config,
+                port,
             ),
             deployment_env(tmp_path / "flwr" / site, threads=1),
             cwd=tmp_path,
@@ -240,4 +270,45 @@ def test_loopback_deployment(tmp_path, processes, monkeypatch):
     assert "MedSynth-FL run loopback: 2 site(s) contributed" in run.log_text()
     packages = sorted(p.stem for p in (store / "loopback" / "packages").glob("*.msfl"))
     assert packages == accepted
+    _check_egress(recorders, store / "loopback" / "packages", accepted)
     print(f"deployment test took {time.monotonic() - t0:.0f} s")
+
+
+def _check_egress(
+    recorders: dict[str, RecordingProxy], packages: Path, accepted: list[str]
+) -> None:
+    """(d) every byte a hospital sent is transport, protocol, or its package."""
+    for proxy in recorders.values():
+        proxy.stop()
+    report = {}
+    for site, proxy in recorders.items():
+        path = packages / f"{site}.msfl"
+        pkg = read_package(path) if path.is_file() else None
+        shipped = (
+            None if pkg is None else {k: v.numpy() for k, v in pkg.tensors.items()}
+        )
+        account = account_egress(proxy.connections, shipped)
+        report[site] = account.to_json() | {
+            "connections": len(proxy.connections),
+            "package_tensor_bytes": (
+                sum(v.nbytes for v in shipped.values()) if shipped else 0
+            ),
+        }
+        print(f"egress of {site}: {json.dumps(report[site])}")
+        assert account.bytes["unaccounted"] == 0, (site, account.unaccounted_reasons)
+        if site in accepted:
+            distinct = {(v.dtype.str, v.shape, v.tobytes()) for v in shipped.values()}
+            assert account.bytes["generator_tensors"] == sum(
+                len(d[2]) for d in distinct
+            )
+            assert account.bytes["manifest"] > 0 and account.bytes["metrics"] > 0
+            assert len(account.replies) >= 1
+        else:
+            assert account.bytes["generator_tensors"] == 0, site
+    if out := os.environ.get("MEDSYNTH_EGRESS_REPORT"):
+        report = {
+            "sites": report,
+            "machine": machine_description(),
+            "commit": git_revision(),
+        }
+        Path(out).write_text(json.dumps(report, indent=2))
