@@ -45,8 +45,8 @@ from medsynth_fl.data.imageset import ImageSet  # noqa: E402
 from medsynth_fl.runinfo import git_revision, machine_description  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
-CACHE_VERSION = 4  # 2: bootstrap intervals, balanced task accuracy; 3: chance;
-# 4: null control, gate decision, build timings, hinge shadow GAN
+CACHE_VERSION = 5  # 2: bootstrap intervals, balanced task accuracy; 3: chance;
+# 4: null control, gate decision, build timings, hinge shadow GAN; 5: audit.precision
 ATTACK_OVERRIDES = [
     "audit.n_generated=2000",
     "audit.shadow_steps=400",
@@ -199,6 +199,9 @@ def audit(
         result["shadow_loss_check"] = shadow_loss_check(
             models, members, nonmembers, cfg
         )
+        result["precision_check"] = precision_check(
+            pkg, critic, members, nonmembers, cfg, report, result
+        )
     (out / "bench_audit.json").write_text(
         json.dumps(
             {
@@ -209,6 +212,53 @@ def audit(
         )
     )
     return result
+
+
+def precision_check(
+    pkg, critic, members: ImageSet, nonmembers: ImageSet, cfg: Config, report, result
+) -> dict | None:
+    """The attack models built again in fp32, where the audit built them in bf16.
+
+    Same seeds and candidates, so each attack's AUC can be compared within its
+    interval; the build times say what bf16 buys (issue 18 item 7). ``None``
+    where the audit already ran in fp32 (no bf16 units: nothing to compare).
+    """
+    from medsynth_fl.privacy import audit_options, build_package_attacks, run_audit
+    from medsynth_fl.training.precision import resolve_precision
+
+    if resolve_precision(cfg.audit.precision, "cpu") != "bf16":
+        return None
+    fp32 = cfg.audit.model_copy(update={"precision": "fp32"})
+    t0 = time.monotonic()
+    models = build_package_attacks(pkg, fp32, cfg.training.seed)
+    seconds = time.monotonic() - t0
+    fp32_report = run_audit(
+        members,
+        nonmembers,
+        models,
+        critic=critic,
+        **audit_options(fp32),
+        seed=cfg.training.seed,
+    )
+
+    def figures(rep) -> dict:
+        return {
+            name: {"auc": float(r.auc), "auc_ci95": [float(b) for b in r.auc_ci]}
+            for name, r in sorted(rep.results.items())
+        }
+
+    return {
+        "bf16": {
+            "attack_build_seconds": result["attack_build_seconds"],
+            "attack_build_parts": result["attack_build_parts"],
+            "attacks": figures(report),
+        },
+        "fp32": {
+            "attack_build_seconds": round(seconds, 1),
+            "attack_build_parts": models.build_seconds,
+            "attacks": figures(fp32_report),
+        },
+    }
 
 
 def shadow_loss_check(
@@ -487,6 +537,7 @@ def main() -> int:
             "medsynth_attack_build_seconds": medsynth["attack_build_seconds"],
         },
         "shadow_loss_check": medsynth.get("shadow_loss_check"),
+        "precision_check": medsynth.get("precision_check"),
         "center": args.center,
         "members": medsynth["members"],
         "nonmembers": medsynth["nonmembers"],

@@ -242,6 +242,8 @@ class AuditConfig(_Section):
     shadow_loss: Literal["hinge", "wgan-gp"] = "hinge"
     shadow_lr: float = Field(1.0e-4, gt=0)  # Adam, as in phase I
     encoder_lr: float = Field(1.0e-3, gt=0)  # Adam, recovery encoders
+    # shadow GAN and encoders: auto = bf16 autocast where the CPU/GPU has bf16 units
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     density_k: int = Field(5, ge=1)  # k of the k-NN density (distribution attack)
     n_bootstrap: int = Field(1000, ge=0)  # resamples of each attack's 95 % intervals
     n_permutations: int = Field(1000, ge=1)  # label permutations of the chance level

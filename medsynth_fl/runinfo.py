@@ -6,6 +6,7 @@ Resolved config, seed, versions, git revision.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -34,6 +35,19 @@ def git_revision() -> str:
         return "unknown"
 
 
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX; Linux only)."""
+    try:
+        flags = cpuinfo.read_text(errors="replace").split()
+    except OSError:  # not Linux: no way to tell, so take the safe fp32 path
+        return False
+    return any(flag in flags for flag in _CPU_BF16_FLAGS)
+
+
 def machine_description() -> str:
     """A short description of this machine (for benchmark JSON)."""
     cpu = platform.machine()
@@ -44,6 +58,8 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
+    # Two "AMD EPYC" machines here differ several-fold in bf16 speed: name the units.
+    cpu += ", bf16 units" if cpu_has_bf16_units() else ", no bf16 units"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {gpu}"

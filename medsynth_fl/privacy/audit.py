@@ -31,6 +31,7 @@ from torch import nn
 from ..config import AuditConfig
 from ..data.imageset import ImageSet
 from ..sampling import sample_condensed_set
+from ..training.precision import resolve_precision
 from ..training.seeding import derive_seed
 from ._utils import device_of, evaluating
 from .attack_models import AttackModels
@@ -135,6 +136,7 @@ def train_audit_shadow_critic(
         seed=derive_seed(seed, "audit", "shadow"),
         loss=loss or cfg.shadow_loss,
         device=device,
+        precision=resolve_precision(cfg.precision, device),
     )
 
 
@@ -177,6 +179,7 @@ def build_generator_only_attacks(
         batch_size=cfg.batch_size,
         lr=cfg.encoder_lr,
         seed=derive_seed(seed, "audit", "encoder"),
+        precision=resolve_precision(cfg.precision, device_of(generator)),
     )
     models.encoder_pixel, models.encoder_feature = (
         encoders["pixel"],

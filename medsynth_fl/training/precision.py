@@ -12,29 +12,16 @@ Optimiser state and weights stay fp32.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-from pathlib import Path
 from typing import Literal
 
 import torch
 
+from ..runinfo import cpu_has_bf16_units  # noqa: F401  (re-exported: tests patch it here)
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16"]
-_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.cache
-def cpu_has_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX; Linux only)."""
-    try:
-        flags = cpuinfo.read_text(errors="replace").split()
-    except OSError:  # not Linux: no way to tell, so take the safe fp32 path
-        return False
-    return any(flag in flags for flag in _CPU_BF16_FLAGS)
-
-
 def resolve_precision(setting: str, device: torch.device | str) -> Precision:
     """The precision to train in on ``device``: ``auto`` picks bf16 where it is fast."""
     if setting not in ("auto", "fp32", "bf16"):

@@ -81,6 +81,25 @@ def test_black_box_shadow_critic_calls_generator_like_images_real(bright_shadow_
     assert black_box(bright_shadow_critic, dark, bright).auc < 0.01  # swapped
 
 
+def test_a_shadow_critic_trained_under_bf16_autocast_keeps_the_direction():
+    rng = np.random.default_rng(0)
+    generated = image_set(uniform_images(rng, 64, 200, 256))
+    critic = logan.train_shadow_critic(
+        generated,
+        steps=5,
+        width=16,
+        batch_size=16,
+        lr=1e-3,
+        n_critic=2,
+        seed=0,
+        precision="bf16",
+    )
+    bright = uniform_images(np.random.default_rng(1), 100, 200, 256)
+    dark = uniform_images(np.random.default_rng(1), 100, 0, 56)
+
+    assert black_box(critic, bright, dark).auc > 0.99
+
+
 def test_black_box_is_at_chance_on_identical_distributions(bright_shadow_critic):
     rng = np.random.default_rng(2)
     images = uniform_images(rng, 1200, 0, 256)

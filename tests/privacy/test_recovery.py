@@ -77,6 +77,31 @@ def test_training_reduces_the_recovery_error_on_generated_samples(trained):
     assert not encoder.training
 
 
+def test_an_encoder_trained_under_bf16_autocast_learns_as_well():
+    g = UpsampleGenerator()
+    x = (
+        torch.from_numpy(generated_images(g, 64, 5)).permute(0, 3, 1, 2).float() / 127.5
+        - 1
+    )
+    y = torch.zeros(64, dtype=torch.long)
+    untrained = recovery.LatentEncoder(**recovery.encoder_kwargs(16, g.noise_shape))
+    encoder = recovery.train_recovery_encoder(
+        g,
+        nn.Identity(),
+        [0],
+        steps=60,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        precision="bf16",
+    )
+
+    after = recovery_errors(g, encoder, nn.Identity(), x, y).mean()
+
+    assert after < 0.3 * recovery_errors(g, untrained, nn.Identity(), x, y).mean()
+    assert next(encoder.parameters()).dtype == torch.float32  # weights stay fp32
+
+
 def test_recovery_attack_finds_images_the_generator_reproduces(trained):
     g, encoder, phi = trained
     reproduced = generated_images(g, 100, 1)

@@ -84,6 +84,7 @@ def train_shadow_critic(
     seed: int,
     loss: ShadowLoss = "hinge",
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> Critic:
     """Train a shadow GAN on generated samples only; return its critic.
 
@@ -104,6 +105,7 @@ def train_shadow_critic(
     loss : ``"hinge"`` (SN critic) or ``"wgan-gp"``.
     seed : seed of initialisation and batches.
     device : where to train.
+    precision : ``"fp32"`` or ``"bf16"`` (autocast of the forward passes).
 
     Returns
     -------
@@ -122,6 +124,7 @@ def train_shadow_critic(
         critic,
         torch.optim.Adam(gen.parameters(), lr, betas=(0.5, 0.9)),
         torch.optim.Adam(critic.parameters(), lr, betas=(0.5, 0.9)),
+        precision=precision,
     )
     x, y = generated.to_tensors()
     sampler = BatchSampler(x, y, k)

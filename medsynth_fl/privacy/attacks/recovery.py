@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...training.precision import autocast
 from ...training.seeding import derive_seed
 from .._utils import device_of, draw_noise, frozen, noise_shape, seeded
 from ..signals import FeatureFn
@@ -87,10 +88,11 @@ def train_recovery_encoder(
     batch_size: int,
     lr: float,
     seed: int,
+    precision: str = "fp32",
 ) -> LatentEncoder:
     """Train one ``E`` for ``phi`` (:func:`train_recovery_encoders` with one φ)."""
     return train_recovery_encoders(
-        generator, {"phi": phi}, labels, steps, batch_size, lr, seed
+        generator, {"phi": phi}, labels, steps, batch_size, lr, seed, precision
     )["phi"]
 
 
@@ -102,6 +104,7 @@ def train_recovery_encoders(
     batch_size: int,
     lr: float,
     seed: int,
+    precision: str = "fp32",
 ) -> dict[str, LatentEncoder]:
     """Train one ``E`` per φ on fresh generated samples (recovery loss, eq. 1).
 
@@ -118,6 +121,8 @@ def train_recovery_encoders(
     batch_size : generated samples per step.
     lr : Adam learning rate.
     seed : seed of the encoders' initialisation, the noise and the labels.
+    precision : ``"fp32"`` or ``"bf16"`` (autocast of the forward passes; the
+        loss is taken in fp32).
 
     Returns
     -------
@@ -139,12 +144,14 @@ def train_recovery_encoders(
             opts[name] = torch.optim.Adam(enc.parameters(), lr)
         for _ in range(steps):
             y = pool[torch.randint(len(pool), (batch_size,), generator=rng)].to(device)
-            with torch.no_grad():
-                x = generator(draw_noise(generator, batch_size, rng), y)
+            with torch.no_grad(), autocast(device, precision):
+                x = generator(draw_noise(generator, batch_size, rng), y).float()
             for name, phi in phis.items():
-                with torch.no_grad():
-                    target = phi(x)
-                loss = (phi(generator(encoders[name](x), y)) - target).pow(2).mean()
+                with autocast(device, precision):
+                    with torch.no_grad():
+                        target = phi(x)
+                    recovered = phi(generator(encoders[name](x), y))
+                loss = (recovered.float() - target.float()).pow(2).mean()
                 opts[name].zero_grad(set_to_none=True)
                 loss.backward()
                 opts[name].step()
