@@ -22,6 +22,8 @@ from ..runinfo import cpu_has_bf16_units  # noqa: F401  (re-exported: tests patc
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16"]
+
+
 def resolve_precision(setting: str, device: torch.device | str) -> Precision:
     """The precision to train in on ``device``: ``auto`` picks bf16 where it is fast."""
     if setting not in ("auto", "fp32", "bf16"):
