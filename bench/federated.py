@@ -235,7 +235,8 @@ def main() -> int:
         timings[f"fedavg_seed{seed}"] = run_flower(
             layout,
             preset_file,
-            **{"run-id": f"fedavg-{seed}", "mode": "fedavg", "training.seed": seed},
+            **{"run-id": f"fedavg-{seed}", "mode": "fedavg"},
+            overrides=f"training.seed={seed}",
         )
     fedavg = [
         RunStore(store, f"fedavg-{s}").metrics(f"fedavg:seed{s}")[f"fedavg:seed{s}"]

@@ -453,19 +453,28 @@ def load_config(
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
+OVERRIDES_KEY = "overrides"  # the run-config key that carries setting overrides
+
+
 def from_flower(run_config: dict[str, Any], extra: list[str] | None = None) -> Config:
     """Build the config inside a Flower app from its flat run config.
 
-    Run config carries ``preset`` and dotted kebab-case overrides
-    (``phase2.lambda-g = 0.1``); other run-config keys (paths, run ids) are the
-    apps' own and are ignored here. Site facts arrive as ``extra`` overrides
-    built from the node config. An empty run config gives the defaults, so an
-    in-process ``run_simulation`` behaves like ``flwr run``.
+    Run config carries ``preset`` and ``overrides``: ``;``-separated dotted
+    settings, values read as YAML (``"phase2.lambda-g=0.1; classifier.steps=200"``).
+    ``flwr run --run-config`` accepts only the keys declared in pyproject.toml,
+    so the settings travel in that one declared string rather than as keys of
+    their own. Other run-config keys (paths, run ids) are the apps' own and are
+    ignored here. Site facts arrive as ``extra`` overrides built from the node
+    config. An empty run config gives the defaults, so an in-process
+    ``run_simulation`` behaves like ``flwr run``.
     """
+    dotted = sorted(key for key in run_config if "." in key)
+    if dotted:  # flwr run would refuse them; say where they belong
+        raise ConfigError(
+            f"run config keys {dotted} are settings: pass them as "
+            f'{OVERRIDES_KEY}="{dotted[0]}=...; ..." instead'
+        )
     preset = run_config.get("preset")
-    overrides = [
-        f"{key.replace('-', '_')}={json.dumps(value)}"
-        for key, value in sorted(run_config.items())
-        if "." in key
-    ]
+    raw = str(run_config.get(OVERRIDES_KEY) or "")
+    overrides = [item.strip() for item in raw.split(";") if item.strip()]
     return load_config(str(preset) if preset else None, overrides + list(extra or []))

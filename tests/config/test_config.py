@@ -1,15 +1,22 @@
+import ast
+import tomllib
+from pathlib import Path
+
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from medsynth_fl.config import (
     CONFIGS_DIR,
+    OVERRIDES_KEY,
     Config,
     ConfigError,
     epoch_steps,
     from_flower,
     load_config,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_base_yaml_mirrors_the_code_defaults():
@@ -67,11 +74,75 @@ def test_overrides_apply_in_order_and_config_is_frozen():
 
 def test_from_flower_reads_preset_and_kebab_case_overrides_and_ignores_app_keys():
     cfg = from_flower(
-        {"preset": "tiny", "phase2.lambda-g": 0.5, "store-dir": "/x"},
+        {
+            "preset": "tiny",
+            "overrides": "phase2.lambda-g=0.5; federation.sites=[a, b];",
+            "store-dir": "/x",
+        },
         ["package.site_id=a"],
     )
     assert cfg.phase2.lambda_g == 0.5 and cfg.package.site_id == "a"
+    assert cfg.federation.sites == ["a", "b"]
     assert from_flower({}) == Config()  # an empty run config gives the defaults
+    assert from_flower({"overrides": ""}) == Config()
+
+
+def test_from_flower_refuses_settings_outside_overrides():
+    # flwr run refuses undeclared keys; an in-process run must not accept them either
+    with pytest.raises(ConfigError, match='overrides="classifier.steps=...'):
+        from_flower({"preset": "tiny", "classifier.steps": 2})
+    with pytest.raises(ConfigError, match="section.key=value"):
+        from_flower({"overrides": "classifier.steps"})
+
+
+def test_every_run_config_key_the_apps_read_is_declared_in_pyproject():
+    declared = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"][
+            "config"
+        ]
+    )
+    read = set()
+    for path in [
+        *(REPO / "coordinator").glob("*.py"),
+        *(REPO / "site_client").glob("*.py"),
+        REPO / "medsynth_fl" / "config.py",
+        REPO / "simulation" / "demo.py",
+    ]:
+        read |= _run_config_keys(ast.parse(path.read_text()))
+    assert read, "the scan found no run-config reads: it is broken"
+    assert read <= declared, read - declared
+
+
+def _run_config_keys(tree: ast.AST) -> set[str]:
+    """String keys read from a variable named ``rc`` or ``run_config``."""
+    names, keys = {"rc", "run_config"}, set()
+
+    def is_run_config(node: ast.AST) -> bool:
+        return isinstance(node, ast.Name) and node.id in names
+
+    for node in ast.walk(tree):
+        key = None
+        if isinstance(node, ast.Subscript) and is_run_config(node.value):
+            key = node.slice
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and is_run_config(node.func.value)
+            and node.args
+        ):
+            key = node.args[0]
+        elif (
+            isinstance(node, ast.Compare)
+            and isinstance(node.ops[0], ast.In | ast.NotIn)
+            and is_run_config(node.comparators[0])
+        ):
+            key = node.left
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            keys.add(key.value)
+        elif isinstance(key, ast.Name) and key.id == "OVERRIDES_KEY":
+            keys.add(OVERRIDES_KEY)
+    return keys
 
 
 def test_epoch_steps():

@@ -20,9 +20,8 @@ def run_config(tiny_federation, tmp_path):
     """Run config for the apps: the tiny preset, sites, keys, a fresh store."""
     return tiny_federation.run_config(
         "tiny",
+        overrides="data.empty-class=skip; federation.min-sites=2",
         **{
-            "data.empty-class": "skip",
-            "federation.min-sites": 2,
             "store-dir": str(tmp_path / "store"),
             "run-id": "test-run",
         },

@@ -56,7 +56,11 @@ def test_every_accepted_generator_is_audited_at_its_site(run_config):
 
 def test_site_release_gate_withholds_a_generator_and_says_why(run_config, tmp_path):
     strict = dict(
-        run_config, **{"audit.max-auc": 0.5001, "store-dir": str(tmp_path / "strict")}
+        run_config,
+        **{
+            "overrides": run_config["overrides"] + "; audit.max-auc=0.5001",
+            "store-dir": str(tmp_path / "strict"),
+        },
     )
     with pytest.raises(rounds.NotEnoughSites):
         run_coordinator(make_grid(strict), strict, flower_run_id=1)
@@ -113,7 +117,8 @@ def test_fedavg_baseline_needs_the_sites_opt_in(
     fed = dict(
         run_config,
         mode="fedavg",
-        **{"federation.baseline-rounds": 2, "federation.baseline-local-steps": 2},
+        overrides=run_config["overrides"]
+        + "; federation.baseline-rounds=2; federation.baseline-local-steps=2",
     )
     sites = tiny_federation.sites_dir
     try:
@@ -139,7 +144,11 @@ def test_fedavg_baseline_needs_the_sites_opt_in(
 
 
 def test_local_only_baseline_returns_metrics_only(run_config):
-    local = dict(run_config, mode="local-only", **{"classifier.steps": 2})
+    local = dict(
+        run_config,
+        mode="local-only",
+        overrides=run_config["overrides"] + "; classifier.steps=2",
+    )
     grid = make_grid(local)
     summary = run_coordinator(grid, local, flower_run_id=1)
     assert len(summary["metrics"]) == 4

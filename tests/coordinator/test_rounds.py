@@ -176,7 +176,9 @@ def test_garbage_reply_is_refused_with_a_reason_and_too_few_sites_stop_cleanly(
     )(msg, ctx)
     with pytest.raises(rounds.NotEnoughSites, match="1 verified package"):
         run_coordinator(
-            grid, dict(run_config, **{"federation.min-sites": 2}), flower_run_id=1
+            grid,
+            run_config,
+            flower_run_id=1,  # min-sites 2 (the fixture's)
         )
     store = RunStore(run_config["store-dir"], "test-run")
     refused = store.sites("rejected")
@@ -194,7 +196,11 @@ def test_site_failure_becomes_an_error_reply_not_a_crash(run_config):
 
 
 def test_config_naming_an_unknown_site_is_an_error(run_config):
-    cfg = dict(run_config, **{"federation.sites": '["HAM_rosendahl", "St_Nowhere"]'})
+    cfg = dict(
+        run_config,
+        overrides=run_config["overrides"]
+        + '; federation.sites=["HAM_rosendahl", "St_Nowhere"]',
+    )
     with pytest.raises(ConfigError, match="St_Nowhere"):
         run_coordinator(make_grid(run_config), cfg, flower_run_id=1)
 

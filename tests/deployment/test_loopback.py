@@ -21,10 +21,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-import yaml
 
 from coordinator.certificates import write_supernode_key, write_tls_files
-from medsynth_fl.config import load_config, read_yaml, resolve_preset
+from medsynth_fl.config import from_flower, load_config
 from medsynth_fl.package import read_package
 from medsynth_fl.runinfo import git_revision, machine_description
 from simulation.deployment import (
@@ -78,21 +77,12 @@ def _log_tails(procs: ProcessSet, chars: int = 3000) -> str:
     )
 
 
-def _write_preset(path: Path) -> Path:
-    """Write the tiny preset plus what the embedded sites need as a YAML preset.
-
-    ``flwr run --run-config`` accepts only keys declared in pyproject.toml, so
-    dotted overrides cannot travel in the run config; a preset given by absolute
-    path works because every process here shares the file system.
-    """
-    preset = read_yaml(resolve_preset("tiny"))
-    preset.setdefault("data", {})["empty_class"] = "skip"
-    preset.setdefault("federation", {}).update(
-        min_sites=2, timeout_s=FEDERATION_TIMEOUT_S
-    )
-    path.write_text(yaml.safe_dump(preset))
-    load_config(path)  # validate
-    return path
+# What the embedded sites need on top of the tiny preset. They travel in the one
+# declared run-config key for settings, through the real ``flwr run`` CLI.
+OVERRIDES = (
+    "data.empty-class=skip; federation.min-sites=2; "
+    f"federation.timeout-s={FEDERATION_TIMEOUT_S}"
+)
 
 
 def test_loopback_deployment(tmp_path, processes, proxies, monkeypatch):
@@ -111,9 +101,12 @@ def test_loopback_deployment(tmp_path, processes, proxies, monkeypatch):
     cfg = load_config(
         "tiny", ["data.empty_class=skip", f"federation.sites={json.dumps(SITES)}"]
     )
+    assert (
+        from_flower({"preset": "tiny", "overrides": OVERRIDES}).federation.min_sites
+        == 2
+    )
     layout = prepare_simulation(cfg, tmp_path / "consortium")
     assert layout.sites == sorted(SITES)
-    preset = _write_preset(tmp_path / "deploy.yaml")
     tls = write_tls_files(tmp_path / "certs", ["localhost"])
     node_keys = {
         name: write_supernode_key(tmp_path / "supernode-keys", name)
@@ -198,7 +191,8 @@ def test_loopback_deployment(tmp_path, processes, proxies, monkeypatch):
     # -- the coordinator submits the run ---------------------------------------
     store = tmp_path / "store"
     run_config = {
-        "preset": str(preset),
+        "preset": "tiny",
+        "overrides": OVERRIDES,
         "run-id": "loopback",
         "store-dir": str(store),
         "site-keys-dir": str(layout.keys_dir),

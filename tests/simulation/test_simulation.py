@@ -68,7 +68,9 @@ def test_simulation_sites_send_only_generator_weights_and_metrics(
         ["data.empty_class=skip", "federation.sites=[HAM_rosendahl, HAM_vidir_modern]"],
     )
     layout = prepare_simulation(cfg, tmp_path / "sim")
-    rc = layout.run_config("tiny", **{"data.empty-class": "skip", "run-id": "sim"})
+    rc = layout.run_config(
+        "tiny", overrides="data.empty-class=skip", **{"run-id": "sim"}
+    )
     recorders = []
 
     def wrap(grid):
