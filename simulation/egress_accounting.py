@@ -97,27 +97,45 @@ def account_egress(
     connections: Iterable[RecordedConnection],
     shipped: Mapping[str, np.ndarray] | None,
 ) -> EgressAccount:
-    """Account for every byte of ``connections``.
+    """Account for every byte of one site's ``connections``.
 
     ``shipped`` is the state dict of the generator package the coordinator stored
     for this site (``None`` where it stored none): a generator record must
     rebuild exactly these tensors, or its bytes are unaccounted.
     """
-    account = EgressAccount()
-    objects: dict[str, list[bytes]] = {}  # object id -> each pushed content
-    roots: list[str] = []  # object ids of pushed messages
-    for conn in connections:
-        account.ciphertext_bytes += conn.ciphertext_bytes
-        account.add("tls", conn.ciphertext_bytes - len(conn.plaintext))
-        for path, body in _http_requests(bytes(conn.plaintext), account):
-            _account_request(path, body, account, objects, roots)
-    _account_objects(objects, roots, shipped, account)
-    total = sum(account.bytes.values())
-    if total != account.ciphertext_bytes:  # the categories must cover every byte
-        raise AssertionError(
-            f"accounting lost bytes: {total} != {account.ciphertext_bytes}"
-        )
-    return account
+    return account_sites({"site": connections}, {"site": shipped})["site"]
+
+
+def account_sites(
+    connections: Mapping[str, Iterable[RecordedConnection]],
+    shipped: Mapping[str, Mapping[str, np.ndarray] | None],
+) -> dict[str, EgressAccount]:
+    """Account for every byte each site sent (site id -> its connections).
+
+    A SuperNode pushes only the objects the SuperLink does not hold yet, and
+    objects are content-addressed: a chunk another site already pushed (say an
+    all-zero bias) is not sent again. Messages are therefore rebuilt from the
+    objects every site pushed, while each site is charged only for its own bytes.
+    """
+    accounts, pushed, roots = {}, {}, {}
+    pool: dict[str, bytes] = {}
+    for site, conns in connections.items():
+        account, objects, site_roots = EgressAccount(), {}, []
+        for conn in conns:
+            account.ciphertext_bytes += conn.ciphertext_bytes
+            account.add("tls", conn.ciphertext_bytes - len(conn.plaintext))
+            for path, body in _http_requests(bytes(conn.plaintext), account):
+                _account_request(path, body, account, objects, site_roots)
+        accounts[site], pushed[site], roots[site] = account, objects, site_roots
+        pool.update({oid: contents[0] for oid, contents in objects.items()})
+    for site, account in accounts.items():
+        _account_objects(pushed[site], roots[site], shipped.get(site), account, pool)
+        total = sum(account.bytes.values())
+        if total != account.ciphertext_bytes:  # the categories must cover every byte
+            raise AssertionError(
+                f"{site}: accounted {total} of {account.ciphertext_bytes} bytes"
+            )
+    return accounts
 
 
 def _http_requests(plaintext: bytes, account: EgressAccount) -> list[tuple[str, bytes]]:
@@ -206,11 +224,15 @@ def _account_objects(
     roots: list[str],
     shipped: Mapping[str, np.ndarray] | None,
     account: EgressAccount,
+    pool: Mapping[str, bytes],
 ) -> None:
-    """Rebuild every pushed message and file each object's body by its record."""
+    """Rebuild every pushed message and file each object's body by its record.
+
+    ``pool`` holds every object any site pushed (the SuperLink's store).
+    """
     category: dict[str, str] = {}  # object id -> category of its body
     npy_header: dict[str, int] = {}  # chunk id -> serialisation header it holds
-    contents = {oid: pushes[0] for oid, pushes in objects.items()}
+    contents = dict(pool)
     for root in dict.fromkeys(roots):
         inflated: dict = {}
         try:

@@ -38,7 +38,7 @@ from simulation.deployment import (
     wait_for,
     write_connection,
 )
-from simulation.egress_accounting import account_egress
+from simulation.egress_accounting import account_sites
 from simulation.prepare import prepare_simulation
 from simulation.recording_proxy import RecordingProxy
 
@@ -274,14 +274,18 @@ def _check_egress(
     """(d) every byte a hospital sent is transport, protocol, or its package."""
     for proxy in recorders.values():
         proxy.stop()
-    report = {}
-    for site, proxy in recorders.items():
+    report, stored = {}, {}
+    for site in recorders:
         path = packages / f"{site}.msfl"
         pkg = read_package(path) if path.is_file() else None
-        shipped = (
+        stored[site] = (
             None if pkg is None else {k: v.numpy() for k, v in pkg.tensors.items()}
         )
-        account = account_egress(proxy.connections, shipped)
+    accounts = account_sites(
+        {site: proxy.connections for site, proxy in recorders.items()}, stored
+    )
+    for site, proxy in recorders.items():
+        shipped, account = stored[site], accounts[site]
         report[site] = account.to_json() | {
             "connections": len(proxy.connections),
             "package_tensor_bytes": (
@@ -291,9 +295,14 @@ def _check_egress(
         print(f"egress of {site}: {json.dumps(report[site])}")
         assert account.bytes["unaccounted"] == 0, (site, account.unaccounted_reasons)
         if site in accepted:
+            # each distinct chunk travels once per run, so a chunk another site
+            # pushed first (an all-zero bias) is not sent again: at most the state
+            # dict, and every generator record rebuilt equals the stored package
             distinct = {(v.dtype.str, v.shape, v.tobytes()) for v in shipped.values()}
-            assert account.bytes["generator_tensors"] == sum(
-                len(d[2]) for d in distinct
+            assert (
+                0
+                < account.bytes["generator_tensors"]
+                <= sum(len(d[2]) for d in distinct)
             )
             assert account.bytes["manifest"] > 0 and account.bytes["metrics"] > 0
             assert len(account.replies) >= 1
