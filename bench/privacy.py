@@ -462,15 +462,7 @@ def main() -> int:
             args.control_images,
             work / "overfit_control",
         )
-        result = control | {
-            "center": args.center,
-            "seconds": round(time.monotonic() - t_start, 1),
-            "machine": machine_description(),
-            "commit": git_revision(),
-            "preset": args.preset,
-            "attack_overrides": ATTACK_OVERRIDES,
-            "control_overrides": CONTROL_OVERRIDES,
-        }
+        result = control | {"center": args.center} | run_facts(args.preset, t_start)
         write_result(out, result)
         print_control_summary(result)
         return 0
@@ -546,16 +538,22 @@ def main() -> int:
         "control_steps": control["control_steps"],
         "condense_seconds": medsynth["condense_seconds"],
         "control_seconds": control["control_seconds"],
-        "seconds": round(time.monotonic() - t_start, 1),
-        "machine": machine_description(),
-        "commit": git_revision(),
-        "preset": args.preset,
-        "attack_overrides": ATTACK_OVERRIDES,
-        "control_overrides": CONTROL_OVERRIDES,
-    }
+    } | run_facts(args.preset, t_start)
     write_result(out, result)
     print_summary(result)
     return 0
+
+
+def run_facts(preset: str, t_start: float) -> dict:
+    """Wall time, machine, commit and settings: what every result JSON records."""
+    return {
+        "seconds": round(time.monotonic() - t_start, 1),
+        "machine": machine_description(),
+        "commit": git_revision(),
+        "preset": preset,
+        "attack_overrides": ATTACK_OVERRIDES,
+        "control_overrides": CONTROL_OVERRIDES,
+    }
 
 
 def write_result(out: Path, result: dict) -> None:
