@@ -106,27 +106,34 @@ def site_class_counts(
 
 
 def load_sites(cfg: Config, store_run: Path) -> tuple[dict, dict, str]:
-    """Site → (generator, classes present) for the accepted sites plus the planted one.
+    """Site → (generator, classes present, stream holdings), planted site included.
 
     Also returns each site's training-image count and the planted site's source.
     """
+    from coordinator.pipeline import site_holdings
     from medsynth_fl.package import read_package
 
     summary = json.loads((store_run / "summary.json").read_text())
     accepted = [s for s in summary["sites"] if s["status"] == "accepted"]
+    # verified when they were stored
+    packages = [read_package(Path(rec["package_path"])) for rec in accepted]
+    holdings = site_holdings(
+        packages, tuple(cfg.data.classes), cfg.federation.site_weighting
+    )
     sites, sizes = {}, {}
-    for rec in accepted:
-        pkg = read_package(Path(rec["package_path"]))  # verified when it was stored
+    for rec, pkg, held in zip(accepted, packages, holdings, strict=True):
         sites[rec["site_id"]] = (
             pkg.build_generator(),
             list(pkg.manifest.classes_present),
+            held,
         )
         sizes[rec["site_id"]] = int(rec["n_images"])
     source = max(sizes, key=sizes.get)
-    generator, present = sites[source]
+    generator, present, held = sites[source]
     sites[PLANTED] = (
         planted_generator(generator, len(cfg.data.classes), 0.5, cfg.training.seed),
         present,
+        held,
     )
     sizes[PLANTED] = sizes[source]
     return sites, sizes, source
@@ -149,7 +156,7 @@ def probe_contributions(cfg, store_run, test, seed: int, n_bootstrap: int) -> di
     model.load_state_dict(load_file(store_run / "models" / "shared_vit.safetensors"))
     condensed = {
         s: sample_condensed_set(g, names, present, cfg.federation.ipc, seed=seed)
-        for s, (g, present) in sites.items()
+        for s, (g, present, _) in sites.items()
     }
     features, test_features = site_features(model, condensed, test)
     train = probe_trainer(
@@ -196,7 +203,7 @@ def _full_job(job: tuple) -> tuple[str, list[list[float]]]:
     sites, _, _ = load_sites(cfg, Path(store_run))
     members = [sites[s] for s in coalition.split("+")]
     if cfg.federation.downstream == "stream":
-        entries = [(g, [names.index(c) for c in present]) for g, present in members]
+        entries = [(g, held) for g, _, held in members]
         source = GeneratorStream(entries, len(names))
     else:
         from medsynth_fl.data.imageset import ImageSet
@@ -205,7 +212,7 @@ def _full_job(job: tuple) -> tuple[str, list[list[float]]]:
         union = ImageSet.concat(
             [
                 sample_condensed_set(g, names, p, cfg.federation.ipc, seed=seed)
-                for g, p in members
+                for g, p, _ in members
             ]
         )
         source = ImageSetSource(union, cfg.classifier.class_sampling)

@@ -14,6 +14,9 @@ Every classifier is the preset's downstream model with the same budget
 - FedAvg: Flower's FedAvg strategy over the same sites, 10 rounds × 50 local steps.
 - Local-only: one model per site on its own images (mean over sites).
 - Pooled: one model on the union of the sites' images (upper bound).
+- Ablation ``medsynth_fl_uniform_sites``: the shared model re-trained on the same
+  generators with every holder of a class drawn equally often
+  (``federation.site_weighting=uniform``) instead of by its images of the class.
 
 All models are scored on the pooled test folds of the four centres (FLamby's
 protocol). Writes bench/results/federated.json.
@@ -51,6 +54,11 @@ log = logging.getLogger("bench.federated")
 # wait for the sum, not the largest. At 3600 s (the default) HAM_vidir_molemax,
 # the largest centre, condensed past the timeout and the round went on without it.
 SIMULATION_TIMEOUT_S = 6 * 3600
+
+
+# Re-trainings of the shared model on the same verified generators with one
+# coordinator setting changed: what that setting is worth.
+ABLATIONS = {"medsynth_fl_uniform_sites": ["federation.site_weighting=uniform"]}
 
 
 def bench_overrides(shared: Path) -> list[str]:
@@ -116,14 +124,14 @@ def _job(job: tuple) -> tuple[str, str, int, dict]:
     from medsynth_fl.data.imageset import ImageSet
     from simulation.baselines import train_and_score
 
-    cfg = load_config(preset_file)
+    cfg = load_config(preset_file, ABLATIONS.get(kind, []))
     layout = SimulationLayout(Path(layout_root), sites)
     trains, test = _site_data(layout, cfg)
     if kind == "pooled":
         data = ImageSet.concat(list(trains.values()))
     elif kind == "local_only":
         data = trains[site]
-    else:  # medsynth_fl: retrain the shared model on the verified generators
+    else:  # medsynth_fl(+ablation): retrain the shared model on the verified generators
         return kind, site, seed, _shared_model_metrics(cfg, Path(store_run), test, seed)
     metrics = train_and_score(data, test, cfg, seed).as_dict()
     metrics["train_images"] = len(data)
@@ -247,7 +255,7 @@ def main() -> int:
     ]
 
     jobs = [("pooled", "", s) for s in args.seeds] + [
-        ("medsynth_fl", "", s) for s in args.seeds
+        (kind, "", s) for kind in ("medsynth_fl", *ABLATIONS) for s in args.seeds
     ]
     jobs += [("local_only", site, s) for s in args.seeds for site in layout.sites]
     t0 = time.monotonic()
@@ -287,6 +295,13 @@ def main() -> int:
             [{key: lm[key] for key in ("bal_acc", "auc", "acc")} for lm in local_means]
         ),
         "pooled": summarise([m for k, _, _, m in rows if k == "pooled"]),
+    }
+    result["ablations"] = {
+        kind: {
+            "overrides": ABLATIONS[kind],
+            **summarise([m for k, _, _, m in rows if k == kind]),
+        }
+        for kind in ABLATIONS
     }
     local_per_site = {
         site: summarise([m for k, st, _, m in rows if k == "local_only" and st == site])

@@ -71,15 +71,17 @@ def sample_site(
     return images
 
 
-def generator_stream(
-    packages: Iterable[GeneratorPackage], class_names: tuple[str, ...]
-) -> GeneratorStream:
-    """A stream of fresh samples from the packages' generators.
+def site_holdings(
+    packages: Iterable[GeneratorPackage], class_names: tuple[str, ...], weighting: str
+) -> list[dict[int, float]]:
+    """Each package's weight in every class it holds (``federation.site_weighting``).
 
-    Each generator draws only its manifest's ``classes_present``; labels are
-    indices into ``class_names``, which must be every manifest's label space.
+    ``"images"``: its training images of the class (the manifest's
+    ``class_counts``), so a class's stream mixes sites as pooled real data
+    would; ``"uniform"``: 1 for every holder. Packages made before manifests
+    carried counts make the whole round uniform, with a warning.
     """
-    entries = []
+    packages = list(packages)
     for pkg in packages:
         names = tuple(pkg.manifest.class_names)
         if names != tuple(class_names):
@@ -87,8 +89,48 @@ def generator_stream(
                 f"site {pkg.manifest.site_id}: label space {list(names)} differs "
                 f"from the shared one {list(class_names)}"
             )
-        present = [names.index(c) for c in pkg.manifest.classes_present]
-        entries.append((pkg.build_generator(), present))
+    if weighting == "images":
+        missing = [
+            p.manifest.site_id
+            for p in packages
+            if p.manifest.training.class_counts is None
+        ]
+        if missing:
+            log.warning(
+                "no class counts in the packages of %s: sites weighed uniformly",
+                ", ".join(missing),
+            )
+            weighting = "uniform"
+    holdings = []
+    for pkg in packages:
+        m = pkg.manifest
+        counts = m.training.class_counts if weighting == "images" else None
+        holdings.append(
+            {
+                class_names.index(c): float(counts[c] if counts else 1.0)
+                for c in m.classes_present
+            }
+        )
+    return holdings
+
+
+def generator_stream(
+    packages: Iterable[GeneratorPackage],
+    class_names: tuple[str, ...],
+    weighting: str = "images",
+) -> GeneratorStream:
+    """A stream of fresh samples from the packages' generators.
+
+    Each generator draws only its manifest's ``classes_present``; labels are
+    indices into ``class_names``, which must be every manifest's label space.
+    Within a class, sites are drawn by ``site_holdings(..., weighting)``.
+    """
+    packages = list(packages)
+    holdings = site_holdings(packages, class_names, weighting)
+    entries = [
+        (pkg.build_generator(), held)
+        for pkg, held in zip(packages, holdings, strict=True)
+    ]
     return GeneratorStream(entries, len(class_names))
 
 
@@ -97,11 +139,14 @@ def shared_model_source(
 ) -> BatchSource:
     """What the shared model trains on, under ``federation.downstream``.
 
-    ``"stream"``: fresh samples of the ``packages``' generators at every step;
+    ``"stream"``: fresh samples of the ``packages``' generators at every step,
+    sites mixed within a class by ``federation.site_weighting``;
     ``"fixed"``: the condensed ``union``, sampled once.
     """
     if cfg.federation.downstream == "stream":
-        return generator_stream(packages, union.class_names)
+        return generator_stream(
+            packages, union.class_names, cfg.federation.site_weighting
+        )
     return ImageSetSource(union, cfg.classifier.class_sampling)
 
 

@@ -268,6 +268,10 @@ class FederationConfig(_Section):
     # fixed: train the shared model on the union of the sampled IPC sets;
     # stream: on fresh samples of the accepted generators at every step
     downstream: Literal["fixed", "stream"] = "fixed"
+    # stream only: how often each site of a class is drawn. images: in
+    # proportion to its training images of the class (as pooled data would);
+    # uniform: every holder alike (a site with 3 images of a class made half)
+    site_weighting: Literal["images", "uniform"] = "images"
 
 
 class ContributionsConfig(_Section):

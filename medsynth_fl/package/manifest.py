@@ -57,6 +57,9 @@ class TrainingSummary(_Strict):
     phase2_steps: int = Field(ge=0)
     teacher_steps: int = Field(ge=0)
     n_images: int = Field(ge=0)
+    # training images per class present: lets the coordinator weight sites
+    # within a class as pooled data would (None in packages made before it)
+    class_counts: dict[str, int] | None = None
     seconds: dict[str, float]
     config_digest: str
 
@@ -101,6 +104,15 @@ class Manifest(_Strict):
             raise ValueError("image_size differs from architecture.kwargs.image_size")
         if self.architecture.kwargs.get("num_classes") != len(self.class_names):
             raise ValueError("architecture.kwargs.num_classes differs from class_names")
+        counts = self.training.class_counts
+        if counts is not None:
+            if set(counts) != set(self.classes_present):
+                raise ValueError("training.class_counts must name classes_present")
+            total = sum(counts.values())
+            if min(counts.values()) < 1 or total != self.training.n_images:
+                raise ValueError(
+                    "training.class_counts must be positive and sum to n_images"
+                )
         return self
 
     def canonical_bytes(self) -> bytes:

@@ -63,10 +63,15 @@ class CondenseResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def present_class_counts(train: ImageSet) -> dict[str, int]:
+    """Training images per class, for the classes with at least one."""
+    counts = train.class_counts()
+    return {c: int(n) for c, n in zip(train.class_names, counts, strict=True) if n > 0}
+
+
 def present_classes(train: ImageSet) -> list[str]:
     """Classes with at least one training image (the generator's classes_present)."""
-    counts = train.class_counts()
-    return [c for c, n in zip(train.class_names, counts, strict=True) if n > 0]
+    return list(present_class_counts(train))
 
 
 class Condenser:
@@ -322,6 +327,7 @@ class Condenser:
             phase2_steps=self.steps["phase2"] if stage == "phase2" else 0,
             teacher_steps=self.steps["teacher"] if stage == "phase2" else 0,
             n_images=len(self.train),
+            class_counts=present_class_counts(self.train),
             seconds={k: round(v, 2) for k, v in self.seconds.items()},
             config_digest=cfg.site_digest(),
         )

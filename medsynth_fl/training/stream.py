@@ -7,6 +7,8 @@ the same synthetic image twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -19,48 +21,57 @@ class GeneratorStream:
 
     Parameters
     ----------
-    generators : one ``(generator, class indices it holds)`` per site (the
-        indices of its manifest's ``classes_present`` in the shared label
-        space). A generator has ``sample_noise(n, torch_rng)`` and
-        ``forward(z, y)``; one with ``has_label_head`` also has
-        ``forward_parts(z, y)`` with ``"s"`` and ``"label_logits"``.
+    generators : one ``(generator, holdings)`` per site. ``holdings`` names
+        the classes the site's generator may draw, as indices into the shared
+        label space: either a sequence (every holder of a class is drawn
+        equally often) or a mapping from class index to the site's weight in
+        that class, such as its training images of the class. A generator has
+        ``sample_noise(n, torch_rng)`` and ``forward(z, y)``; one with
+        ``has_label_head`` also has ``forward_parts(z, y)`` with ``"s"`` and
+        ``"label_logits"``.
     num_classes : size of the shared label space.
 
     Every batch draws classes uniformly over the union of the classes present,
-    then, per image, a site uniformly among those that hold its class (a
-    site never generates a class it lacks).
+    then, per image, a site among those that hold its class, in proportion to
+    its weight there (a site never generates a class it lacks). Weighting by
+    image counts makes each class's stream what pooled, class-balanced real
+    data would be: a site that saw 3 images of a class does not make half of it.
     """
 
-    def __init__(self, generators: list[tuple[nn.Module, list[int]]], num_classes: int):
+    def __init__(
+        self,
+        generators: list[tuple[nn.Module, Sequence[int] | Mapping[int, float]]],
+        num_classes: int,
+    ):
         if not generators:
             raise ValueError("a generator stream needs at least one generator")
         self.generators = [g.eval() for g, _ in generators]
         self.num_classes = num_classes
-        self.classes = np.array(sorted({int(c) for _, cs in generators for c in cs}))
+        weights = [_holding_weights(h) for _, h in generators]
+        self.classes = np.array(sorted({k for w in weights for k in w}))
         if len(self.classes) == 0:
             raise ValueError("no generator holds any class")
         if self.classes[0] < 0 or self.classes[-1] >= num_classes:
             raise ValueError(f"class indices must lie in 0..{num_classes - 1}")
-        # holders[k]: the sites that hold class k
-        self.holders = {
-            int(k): np.array([i for i, (_, cs) in enumerate(generators) if k in cs])
-            for k in self.classes
-        }
+        # holders[k]: the sites that hold class k; share[k]: how often each is drawn
+        self.holders: dict[int, np.ndarray] = {}
+        self.share: dict[int, np.ndarray] = {}
+        for k in self.classes.tolist():
+            sites = [i for i, w in enumerate(weights) if k in w]
+            w = np.array([weights[i][k] for i in sites], dtype=np.float64)
+            self.holders[k], self.share[k] = np.array(sites), w / w.sum()
         # soft targets for every image once any site has a label head
         self.soft = any(getattr(g, "has_label_head", False) for g in self.generators)
 
     def choose(
         self, np_rng: np.random.Generator, n: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Classes and sites of ``n`` samples (uniform class, then uniform holder)."""
+        """Classes and sites of ``n`` samples (uniform class, then weighted holder)."""
         labels = np_rng.choice(self.classes, size=n)
-        sites = np.array(
-            [
-                self.holders[int(k)][np_rng.integers(len(self.holders[int(k)]))]
-                for k in labels
-            ],
-            dtype=np.int64,
-        )
+        sites = np.empty(n, dtype=np.int64)
+        for k in np.unique(labels).tolist():
+            at = np.flatnonzero(labels == k)
+            sites[at] = np_rng.choice(self.holders[k], size=len(at), p=self.share[k])
         return labels.astype(np.int64), sites
 
     @torch.no_grad()
@@ -101,3 +112,14 @@ class GeneratorStream:
                     else nn.functional.one_hot(y.cpu(), self.num_classes).float()
                 )
         return images, torch.from_numpy(labels), soft
+
+
+def _holding_weights(holdings: Sequence[int] | Mapping[int, float]) -> dict[int, float]:
+    """Class index -> positive weight (1 for each class of a plain sequence)."""
+    if isinstance(holdings, Mapping):
+        weights = {int(k): float(w) for k, w in holdings.items()}
+    else:
+        weights = {int(k): 1.0 for k in holdings}
+    if any(not w > 0 for w in weights.values()):
+        raise ValueError("a site's weight in a class it holds must be positive")
+    return weights

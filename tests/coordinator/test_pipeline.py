@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,8 +25,11 @@ STREAM = [
 ]
 
 
-def make_package(tmp_path, site_id, present, seed, class_names=NAMES):
-    """A signed package of an untrained tiny conditional generator with a label head."""
+def make_package(tmp_path, site_id, present, seed, class_names=NAMES, counts=None):
+    """A signed package of an untrained tiny conditional generator with a label head.
+
+    ``counts``: the manifest's per-class training images (None: not recorded).
+    """
     kwargs = dict(
         num_classes=len(class_names), image_size=16, ngf=4, z_dim=8, label_head=True
     )
@@ -36,7 +40,8 @@ def make_package(tmp_path, site_id, present, seed, class_names=NAMES):
         phase1_steps=0,
         phase2_steps=0,
         teacher_steps=0,
-        n_images=0,
+        n_images=sum(counts.values()) if counts else 0,
+        class_counts=counts,
         seconds={},
         config_digest="0" * 64,
     )
@@ -109,6 +114,24 @@ def test_a_package_with_another_label_space_is_refused(setup, tmp_path):
     other = make_package(tmp_path, "c", ["MEL"], 2, class_names=["MEL", "NV"])
     with pytest.raises(ValueError, match="site c: label space"):
         pipeline.generator_stream([*packages, other], tuple(NAMES))
+
+
+def test_stream_draws_a_class_s_sites_by_their_images_of_it(tmp_path, caplog):
+    a = make_package(tmp_path, "a", ["MEL", "NV"], 0, counts={"MEL": 3, "NV": 50})
+    b = make_package(tmp_path, "b", ["MEL"], 1, counts={"MEL": 97})
+    by_images = pipeline.site_holdings([a, b], tuple(NAMES), "images")
+    assert by_images == [{0: 3.0, 1: 50.0}, {0: 97.0}]
+    uniform = pipeline.site_holdings([a, b], tuple(NAMES), "uniform")
+    assert uniform == [{0: 1.0, 1: 1.0}, {0: 1.0}]
+    stream = pipeline.generator_stream([a, b], tuple(NAMES), "images")
+    labels, sites = stream.choose(np.random.default_rng(0), 20_000)
+    assert (sites[labels == 0] == 1).mean() == pytest.approx(0.97, abs=0.01)
+    # a package made before manifests carried counts: the round goes uniform
+    old = make_package(tmp_path, "c", ["MEL"], 2)
+    with caplog.at_level("WARNING"):
+        mixed = pipeline.site_holdings([a, old], tuple(NAMES), "images")
+    assert mixed == [{0: 1.0, 1: 1.0}, {0: 1.0}]
+    assert "no class counts in the packages of c" in caplog.text
 
 
 def test_contributions_are_stored_reused_and_recomputed_when_the_sites_change(

@@ -211,6 +211,16 @@ def test_shape_mismatch_is_refused(signed):
         (lambda m: m.update(format="something-else"), UnsupportedFormat),
         (lambda m: m["architecture"].update(name="evil"), TensorMismatch),
         (lambda m: m.update(classes_present=["XYZ"]), SchemaError),
+        # per-class counts must name the classes present and add up to n_images
+        (lambda m: m["training"].update(class_counts={"MEL": 1}), SchemaError),
+        (
+            lambda m: m["training"].update(class_counts={"MEL": 0, "NV": 10}),
+            SchemaError,
+        ),
+        (
+            lambda m: m["training"].update(class_counts={"MEL": 3, "NV": 3}),
+            SchemaError,
+        ),
     ],
 )
 def test_malformed_manifests_are_refused_with_a_named_cause(signed, edit, error):

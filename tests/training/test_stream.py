@@ -36,6 +36,21 @@ def test_classes_are_uniform_over_the_union_and_sites_share_a_common_class():
     assert (sites[labels == 1] == 0).mean() == pytest.approx(0.5, abs=0.02)
 
 
+def test_a_class_is_split_between_its_holders_by_their_weights():
+    gens = [FakeGenerator(i, K) for i in range(2)]
+    # site 0 saw 90 images of class 1, site 1 saw 10 (and 5 of class 2)
+    stream = GeneratorStream([(gens[0], {0: 40, 1: 90}), (gens[1], {1: 10, 2: 5})], K)
+    labels, sites = stream.choose(np.random.default_rng(0), 30_000)
+    # classes stay uniform: weights only choose the site within a class
+    np.testing.assert_allclose(
+        np.bincount(labels, minlength=K)[:3] / 30_000, 1 / 3, atol=0.02
+    )
+    assert (sites[labels == 1] == 0).mean() == pytest.approx(0.9, abs=0.02)
+    assert set(sites[labels == 2].tolist()) == {1}
+    with pytest.raises(ValueError, match="positive"):
+        GeneratorStream([(gens[0], {0: 0})], K)
+
+
 def test_no_site_ever_generates_a_class_it_lacks():
     stream, gens = make_stream()
     x, y, soft = draw(stream, 256)
