@@ -27,7 +27,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from medsynth_fl.package import generate_site_key
 from medsynth_fl.wire import Record
-from simulation.egress_accounting import account_egress
+from simulation.egress_accounting import account_egress, account_sites
 from simulation.recording_proxy import RecordedConnection
 from site_client.egress import package_reply
 
@@ -61,10 +61,17 @@ def _http(requests: list[tuple[str, bytes]]) -> bytes:
     return bytes(out)
 
 
-def _push(message: Message) -> list[tuple[str, bytes]]:
-    """The Fleet API requests that push ``message`` (as the SuperNode does)."""
+def _push(message: Message, held: frozenset = frozenset()) -> list[tuple[str, bytes]]:
+    """The Fleet API requests that push ``message`` (as the SuperNode does).
+
+    Objects in ``held`` (ids the SuperLink already stores) are not pushed.
+    """
     tree = get_object_tree(message)
-    objects = get_all_nested_objects(message)
+    objects = {
+        oid: obj
+        for oid, obj in get_all_nested_objects(message).items()
+        if oid not in held
+    }
     requests = [
         (
             "/v1/fleet/push-messages",
@@ -87,17 +94,25 @@ def _connection(requests: list[tuple[str, bytes]]) -> RecordedConnection:
     return RecordedConnection(len(plaintext) + TLS_OVERHEAD, bytearray(plaintext))
 
 
-@pytest.fixture
-def reply(tmp_path):
+def _reply(tmp_path, site_id: str = "site-a"):
     """A site's package reply to a train request, and the shipped state dict."""
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    key = generate_site_key(tmp_path / "site.pem")
-    pkg = make_package(key)[1]
+    key = generate_site_key(tmp_path / f"{site_id}.pem")
+    pkg = make_package(key, site_id=site_id)[1]
     request = Message(RecordDict(), dst_node_id=7, message_type="train")
     request.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as Grid.push does
     message = package_reply(request, pkg, {"num-examples": 5.0, "seconds": 1.5})
     shipped = {k: v.numpy() for k, v in pkg.tensors.items()}
     return message, shipped
+
+
+@pytest.fixture
+def reply(tmp_path):
+    return _reply(tmp_path)
+
+
+def _distinct(state: dict) -> set:
+    return {(v.dtype.str, v.shape, v.tobytes()) for v in state.values()}
 
 
 def test_every_byte_of_a_package_reply_is_accounted(reply):
@@ -175,3 +190,32 @@ def test_a_site_that_shipped_nothing_may_send_no_tensor(reply):
     assert account.bytes["generator_tensors"] == 0
     assert account.bytes["unaccounted"] > 0
     assert np.isfinite(account.ciphertext_bytes)
+
+
+def test_a_chunk_another_site_pushed_first_is_charged_to_that_site_only(tmp_path):
+    (msg_a, shipped_a), (msg_b, shipped_b) = _reply(tmp_path), _reply(tmp_path, "b")
+    # the SuperLink already holds site a's objects: b skips the ones it shares
+    # (all-zero biases and unit norms of the same shape, protocol objects)
+    held = frozenset(get_all_nested_objects(msg_a))
+    shared = _distinct(shipped_a) & _distinct(shipped_b)
+    assert shared, "the two generators must share some tensors for this test"
+    accounts = account_sites(
+        {"a": [_connection(_push(msg_a))], "b": [_connection(_push(msg_b, held))]},
+        {"a": shipped_a, "b": shipped_b},
+    )
+    a, b = accounts["a"], accounts["b"]
+    assert a.bytes["unaccounted"] == b.bytes["unaccounted"] == 0, (
+        a.unaccounted_reasons + b.unaccounted_reasons
+    )
+    assert len(b.replies) == 1  # rebuilt with a's objects
+    # each site pays for the distinct tensors it pushed, and nothing else
+    assert a.bytes["generator_tensors"] == sum(len(d[2]) for d in _distinct(shipped_a))
+    assert b.bytes["generator_tensors"] == sum(
+        len(d[2]) for d in _distinct(shipped_b) - shared
+    )
+    # alone, b's reply cannot be rebuilt: its missing objects are nobody's
+    alone = account_sites({"b": [_connection(_push(msg_b, held))]}, {"b": shipped_b})[
+        "b"
+    ]
+    assert alone.bytes["generator_tensors"] == 0
+    assert any("not rebuilt" in r for r in alone.unaccounted_reasons)
